@@ -1,0 +1,136 @@
+// Per-worker relay scheduling; see relay.h.
+#include "dataplane/relay/relay.h"
+
+#include <algorithm>
+
+#include "dataplane/relay/relay_connection.h"
+#include "policy/log.h"
+
+namespace mxedge::relay {
+
+Relay::Relay(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index)
+    : loop_(loop),
+      spool_(spool),
+      worker_(worker_index),
+      deferred_timer_(&loop, [this] { release_deferred(); }),
+      hop_timer_(&loop, [this] { kick(); }),
+      rng_(std::random_device{}() ^ worker_index) {}
+
+Relay::~Relay() {
+  abort_all();
+  graveyard_.clear();
+}
+
+void Relay::set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime) {
+  runtime_ = std::move(runtime);
+  kick();
+}
+
+void Relay::enqueue(spool::SpoolEntry* entry) {
+  ready_.push_back(entry);
+  kick();
+}
+
+int64_t Relay::backoff_ms(uint32_t failures) {
+  const auto& r = runtime_->relay;
+  int64_t d = r.retry_min_ms;
+  for (uint32_t i = 1; i < failures && d < r.retry_max_ms; ++i) d *= 2;
+  d = std::min(d, r.retry_max_ms);
+  // ±10% jitter so that many messages deferred together do not return together.
+  std::uniform_int_distribution<int64_t> jitter(-d / 10, d / 10);
+  return std::max<int64_t>(1, d + jitter(rng_));
+}
+
+void Relay::kick() {
+  if (!runtime_ || stopping_) return;
+  if (loop_.now_ms() < hop_retry_at_) {
+    hop_timer_.arm_at(hop_retry_at_);
+    return;
+  }
+  // offer_work may close a connection (which moves it to the graveyard): iterate over a copy.
+  std::vector<RelayConnection*> live;
+  for (auto& c : connections_) live.push_back(c.get());
+  for (auto* c : live) {
+    if (ready_.empty()) return;
+    c->offer_work();
+  }
+  // After a failure, probe with one connection before opening the rest.
+  size_t limit = hop_failures_ > 0 ? 1 : runtime_->relay.connections_per_worker;
+  while (!ready_.empty() && connections_.size() < std::min<size_t>(limit, ready_.size() + connections_.size())) {
+    connections_.push_back(std::make_unique<RelayConnection>(*this));
+    connections_.back()->start();
+  }
+}
+
+spool::SpoolEntry* Relay::next_message() {
+  if (stopping_ || ready_.empty()) return nullptr;
+  spool::SpoolEntry* e = ready_.front();
+  ready_.pop_front();
+  e->in_flight = true;
+  return e;
+}
+
+void Relay::delivered(spool::SpoolEntry* entry) { entry->in_flight = false; }
+
+void Relay::defer(spool::SpoolEntry* entry, const std::string& reason) {
+  entry->in_flight = false;
+  ++entry->attempts;
+  int64_t delay = backoff_ms(entry->attempts);
+  entry->next_attempt_ms = loop_.now_ms() + delay;
+  deferred_.emplace(entry->next_attempt_ms, entry);
+  deferred_timer_.arm_at(deferred_.begin()->first);
+  log::info("message.deferred").kv("worker", worker_).kv("qid", entry->envelope.queue_id())
+      .kv("attempts", entry->attempts).kv("retry_in_ms", delay).kv("reason", reason);
+}
+
+void Relay::release_deferred() {
+  const int64_t now = loop_.now_ms();
+  while (!deferred_.empty() && deferred_.begin()->first <= now) {
+    ready_.push_back(deferred_.begin()->second);
+    deferred_.erase(deferred_.begin());
+  }
+  if (!deferred_.empty()) deferred_timer_.arm_at(deferred_.begin()->first);
+  kick();
+}
+
+void Relay::hop_ok() {
+  if (hop_failures_ > 0) {
+    log::info("relay.next_hop_available").kv("worker", worker_).kv("host", runtime_->relay.host);
+  }
+  hop_failures_ = 0;
+  hop_retry_at_ = 0;
+}
+
+void Relay::hop_failed(const std::string& reason) {
+  ++hop_failures_;
+  int64_t delay = backoff_ms(hop_failures_);
+  hop_retry_at_ = loop_.now_ms() + delay;
+  hop_timer_.arm_at(hop_retry_at_);
+  log::warning("relay.next_hop_unavailable").kv("worker", worker_).kv("host", runtime_->relay.host)
+      .kv("port", static_cast<unsigned>(runtime_->relay.port)).kv("failures", hop_failures_).kv("retry_in_ms", delay)
+      .kv("reason", reason).kv("queued", static_cast<uint64_t>(ready_.size() + deferred_.size()));
+}
+
+void Relay::connection_closed(RelayConnection* c) {
+  auto it = std::find_if(connections_.begin(), connections_.end(), [c](const auto& p) { return p.get() == c; });
+  if (it == connections_.end()) return;
+  graveyard_.push_back(std::move(*it));
+  connections_.erase(it);
+  kick();
+}
+
+void Relay::stop() {
+  stopping_ = true;
+  std::vector<RelayConnection*> live;
+  for (auto& c : connections_) live.push_back(c.get());
+  for (auto* c : live) c->quit_if_idle();
+}
+
+void Relay::reap() { graveyard_.clear(); }
+
+void Relay::abort_all() {
+  stopping_ = true;
+  while (!connections_.empty()) connections_.front()->abort("shutdown");
+}
+
+}  // namespace mxedge::relay

@@ -1,0 +1,125 @@
+// DATA and BDAT content readers; see body_reader.h for why the state machine is shaped this way.
+#include "dataplane/smtp/body_reader.h"
+
+namespace mxedge::smtp {
+
+DataReader::DataReader(uint64_t max_size, uint32_t max_line_length, BodySink* sink)
+    : max_size_(max_size), max_line_(max_line_length > 2 ? max_line_length - 2 : 0), sink_(sink) {}
+
+void DataReader::emit(std::string_view data) {
+  if (data.empty()) return;
+  flags_.size += data.size();
+  if (flags_.size > max_size_) flags_.too_big = true;
+  // Once a message is refused its content is of no use: stop writing it anywhere.
+  if (flags_.acceptable() && sink_ != nullptr) sink_->append(data);
+}
+
+size_t DataReader::feed(std::string_view in) {
+  size_t i = 0;
+  size_t run = 0;  // start of the bytes not yet emitted
+  const size_t n = in.size();
+  while (i < n && state_ != State::kDone) {
+    const char c = in[i];
+    switch (state_) {
+      case State::kLineStart:
+      case State::kInLine:
+        if (state_ == State::kLineStart && c == '.') {
+          emit(in.substr(run, i - run));  // drop the stuffed dot
+          run = i + 1;
+          ++line_len_;
+          state_ = State::kDot;
+          ++i;
+          break;
+        }
+        // Fast path: scan ordinary line bytes.
+        while (i < n && in[i] != '\r' && in[i] != '\n') {
+          ++i;
+          ++line_len_;
+        }
+        if (line_len_ > max_line_) flags_.line_too_long = true;
+        if (i >= n) {
+          state_ = State::kInLine;
+          break;
+        }
+        if (in[i] == '\n') {
+          taint();  // bare LF: content, not a line break
+          state_ = State::kInLine;
+          ++i;
+          break;
+        }
+        state_ = State::kCr;
+        ++i;
+        break;
+      case State::kCr:
+        if (c == '\n') {
+          state_ = State::kLineStart;
+          line_len_ = 0;
+          ++i;
+        } else {
+          taint();  // bare CR; reprocess this byte as line content
+          state_ = State::kInLine;
+        }
+        break;
+      case State::kDot:
+        if (c == '\r') {
+          // Possibly the terminator. Its CR is never content: if no LF follows, the CR is bare and
+          // the message is refused anyway.
+          emit(in.substr(run, i - run));
+          run = i + 1;
+          state_ = State::kDotCr;
+          ++i;
+        } else if (c == '\n') {
+          taint();
+          state_ = State::kInLine;
+          ++i;
+        } else {
+          state_ = State::kInLine;  // the un-stuffed line continues
+        }
+        break;
+      case State::kDotCr:
+        if (c == '\n') {
+          run = i + 1;
+          state_ = State::kDone;
+          ++i;
+        } else {
+          taint();
+          state_ = State::kInLine;
+        }
+        break;
+      case State::kDone:
+        break;
+    }
+  }
+  if (state_ != State::kDone) emit(in.substr(run, i - run));
+  return i;
+}
+
+ChunkReader::ChunkReader(uint64_t max_size, uint32_t max_line_length, BodySink* sink)
+    : max_size_(max_size), max_line_(max_line_length > 2 ? max_line_length - 2 : 0), sink_(sink) {}
+
+void ChunkReader::feed(std::string_view data) {
+  for (char c : data) {
+    if (prev_cr_) {
+      if (c != '\n') flags_.bare_cr_or_lf = true;
+      else line_len_ = 0;
+      prev_cr_ = false;
+      if (c == '\n') continue;
+    }
+    if (c == '\r') {
+      prev_cr_ = true;
+    } else if (c == '\n') {
+      flags_.bare_cr_or_lf = true;
+    } else if (++line_len_ > max_line_) {
+      flags_.line_too_long = true;
+    }
+  }
+  flags_.size += data.size();
+  if (flags_.size > max_size_) flags_.too_big = true;
+  if (flags_.acceptable() && sink_ != nullptr) sink_->append(data);
+}
+
+void ChunkReader::finish() {
+  if (prev_cr_) flags_.bare_cr_or_lf = true;
+}
+
+}  // namespace mxedge::smtp

@@ -1,0 +1,218 @@
+// Worker threads: accept, sessions, group commit, relay; see worker.h.
+#include "dataplane/worker/worker.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+
+#include "dataplane/worker/inbound_connection.h"
+#include "policy/log.h"
+
+namespace mxedge::worker {
+
+size_t ConnectionLimits::slot(const SocketAddress& peer) {
+  // FNV-1a over the IPv4 address or the IPv6 /64.
+  const unsigned char* p;
+  size_t n;
+  if (peer.family() == AF_INET6) {
+    p = reinterpret_cast<const sockaddr_in6*>(&peer.storage)->sin6_addr.s6_addr;
+    n = 8;
+  } else {
+    p = reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in*>(&peer.storage)->sin_addr);
+    n = 4;
+  }
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 16777619u;
+  return h & 0xffff;
+}
+
+ConnectionLimits::Verdict ConnectionLimits::acquire(const SocketAddress& peer, uint32_t per_source, uint32_t total) {
+  if (total_.fetch_add(1, std::memory_order_relaxed) >= total) {
+    total_.fetch_sub(1, std::memory_order_relaxed);
+    return Verdict::kTooManyTotal;
+  }
+  auto& c = per_source_[slot(peer)];
+  if (c.fetch_add(1, std::memory_order_relaxed) >= per_source) {
+    c.fetch_sub(1, std::memory_order_relaxed);
+    total_.fetch_sub(1, std::memory_order_relaxed);
+    return Verdict::kTooManyFromSource;
+  }
+  return Verdict::kOk;
+}
+
+void ConnectionLimits::release(const SocketAddress& peer) {
+  per_source_[slot(peer)].fetch_sub(1, std::memory_order_relaxed);
+  total_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+class Worker::Acceptor final : public IoHandler {
+ public:
+  Acceptor(Worker& w, size_t index) : w_(w), index_(index) {}
+  void on_io(uint32_t) override { w_.accept_ready(index_); }
+
+ private:
+  Worker& w_;
+  size_t index_;
+};
+
+Worker::Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::shared_ptr<const RuntimeConfig> runtime,
+               std::unique_ptr<spool::Spool> spool, ConnectionLimits& limits)
+    : index_(index),
+      cpu_(cpu),
+      listen_fds_(std::move(listen_fds)),
+      runtime_(std::move(runtime)),
+      spool_(std::move(spool)),
+      limits_(limits),
+      scratch_(64 << 10) {
+  relay_ = std::make_unique<relay::Relay>(loop_, *spool_, index_);
+  relay_->set_runtime(runtime_);
+  for (size_t i = 0; i < listen_fds_.size(); ++i) {
+    acceptors_.push_back(std::make_unique<Acceptor>(*this, i));
+    loop_.add(listen_fds_[i], EPOLLIN, acceptors_.back().get());
+  }
+  loop_.set_end_of_turn([this] { end_of_turn(); });
+}
+
+Worker::~Worker() {
+  join();
+  for (int fd : listen_fds_) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+void Worker::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::run() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu_, &set);
+  if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
+    log::warning("worker.pin_failed").kv("worker", index_).kv("cpu", cpu_);
+  }
+  std::string name = "mxedge-w" + std::to_string(index_);
+  pthread_setname_np(pthread_self(), name.c_str());
+  // Recovered messages go to the relay now that the loop exists.
+  spool_->set_ready_callback([this](spool::SpoolEntry* e) { relay_->enqueue(e); });
+  log::info("worker.started").kv("worker", index_).kv("cpu", cpu_).kv("listeners", static_cast<uint64_t>(listen_fds_.size()))
+      .kv("spooled", static_cast<uint64_t>(spool_->pending_messages()));
+  loop_.run();
+  spool_->commit_staged();
+  spool_->flush();
+  graveyard_.clear();
+  relay_.reset();
+  log::info("worker.stopped").kv("worker", index_).kv("spooled", static_cast<uint64_t>(spool_->pending_messages()));
+}
+
+void Worker::reload(std::shared_ptr<const RuntimeConfig> runtime) {
+  loop_.post([this, runtime] {
+    runtime_ = runtime;
+    relay_->set_runtime(runtime_);
+  });
+}
+
+void Worker::stop(int64_t grace_ms) {
+  loop_.post([this, grace_ms] { begin_stop(grace_ms); });
+}
+
+void Worker::begin_stop(int64_t grace_ms) {
+  if (stopping_) return;
+  stopping_ = true;
+  stop_deadline_ms_ = loop_.now_ms() + grace_ms;
+  for (size_t i = 0; i < listen_fds_.size(); ++i) {
+    loop_.remove(listen_fds_[i]);
+    ::close(listen_fds_[i]);
+    listen_fds_[i] = -1;
+  }
+  std::vector<InboundConnection*> live;
+  for (auto& [p, c] : connections_) live.push_back(p);
+  for (auto* c : live) c->shutdown();
+  relay_->stop();
+  stop_timer_ = std::make_unique<FunctionTimer>(&loop_, [] {});  // wakes the loop at the deadline
+  stop_timer_->arm_at(stop_deadline_ms_);
+}
+
+std::string Worker::rfc5322_date() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+void Worker::accept_ready(size_t li) {
+  for (int i = 0; i < 64 && !stopping_; ++i) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = ::accept4(listen_fds_[li], reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) log::error("accept.fd_exhausted").kv("worker", index_);
+      return;
+    }
+    SocketAddress peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    const ListenerRuntime& lr = runtime_->listeners[li];
+    auto verdict = limits_.acquire(peer, runtime_->connections_per_source, runtime_->sessions_total);
+    if (verdict != ConnectionLimits::Verdict::kOk) {
+      std::string reply = verdict == ConnectionLimits::Verdict::kTooManyFromSource
+                              ? "421 4.7.0 " + runtime_->config.hostname() + " Error: too many connections from " + peer.ip_text() + "\r\n"
+                              : "421 4.3.2 " + runtime_->config.hostname() + " Service busy, try again later\r\n";
+      // On an implicit-TLS port a plaintext reply would be noise: just close.
+      if (!lr.policy->implicit_tls) {
+        ssize_t n = ::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)n;
+      }
+      ::close(fd);
+      log::info("session.refused").kv("worker", index_).kv("listener", lr.config.name()).kv("peer", peer.to_string())
+          .kv("reason", verdict == ConnectionLimits::Verdict::kTooManyFromSource ? "too many connections from source" : "too many sessions");
+      continue;
+    }
+    auto conn = std::make_unique<InboundConnection>(*this, fd, peer, runtime_, lr);
+    InboundConnection* raw = conn.get();
+    connections_.emplace(raw, std::move(conn));
+    raw->start();
+  }
+}
+
+void Worker::retire(InboundConnection* c) {
+  auto it = connections_.find(c);
+  if (it == connections_.end()) return;
+  graveyard_.push_back(std::move(it->second));
+  connections_.erase(it);
+}
+
+void Worker::end_of_turn() {
+  spool_->commit_staged();
+  graveyard_.clear();
+  relay_->reap();
+  if (loop_.now_ms() - last_flush_ms_ >= 1000) {
+    spool_->flush();
+    last_flush_ms_ = loop_.now_ms();
+  }
+  if (stopping_) {
+    bool done = connections_.empty() && relay_->idle();
+    if (done || loop_.now_ms() >= stop_deadline_ms_) {
+      std::vector<InboundConnection*> live;
+      for (auto& [p, c] : connections_) live.push_back(p);
+      // Grace is over: a peer still sending was never acknowledged, so closing loses nothing.
+      for (auto* c : live) c->abort("shutdown grace expired");
+      relay_->abort_all();
+      graveyard_.clear();
+      relay_->reap();
+      loop_.stop();
+    }
+  }
+}
+
+}  // namespace mxedge::worker

@@ -1,0 +1,94 @@
+// One data-plane worker: a thread pinned to one CPU that owns an event loop, one listening socket per
+// listener (all workers' sockets form one SO_REUSEPORT group per listener), the inbound sessions it
+// accepts, its own spool directory and its own relay connections. Workers share nothing but the
+// connection-limit counters (atomics) and the read-only config snapshot.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/relay/relay.h"
+#include "dataplane/spool/spool.h"
+#include "dataplane/worker/event_loop.h"
+#include "dataplane/worker/runtime_config.h"
+
+namespace mxedge::worker {
+
+class InboundConnection;
+
+// Connection counters shared by all workers. Per-source counts live in a fixed table indexed by a
+// hash of the address (IPv6 by its /64): two sources that collide share a budget, which errs on the
+// side of refusing, and the table never grows under a flood of distinct sources.
+class ConnectionLimits {
+ public:
+  enum class Verdict { kOk, kTooManyFromSource, kTooManyTotal };
+  Verdict acquire(const SocketAddress& peer, uint32_t per_source, uint32_t total);
+  void release(const SocketAddress& peer);
+  uint32_t total() const { return total_.load(std::memory_order_relaxed); }
+
+ private:
+  static size_t slot(const SocketAddress& peer);
+  std::atomic<uint32_t> total_{0};
+  std::array<std::atomic<uint32_t>, 1 << 16> per_source_{};
+};
+
+class Worker final : public smtp::SessionHost {
+ public:
+  Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::shared_ptr<const RuntimeConfig> runtime,
+         std::unique_ptr<spool::Spool> spool, ConnectionLimits& limits);
+  ~Worker() override;
+
+  void start();  // spawns the pinned thread
+  void join();
+  // Thread-safe requests from the main thread.
+  void reload(std::shared_ptr<const RuntimeConfig> runtime);
+  void stop(int64_t grace_ms);
+
+  // SessionHost
+  std::string new_queue_id() override { return spool_->new_queue_id(); }
+  std::unique_ptr<smtp::BodySink> open_body(const std::string& queue_id) override { return spool_->open_body(queue_id); }
+  bool spool_has_room() override { return spool_->has_room(); }
+  std::string rfc5322_date() override;
+
+  // For connections.
+  EventLoop& loop() { return loop_; }
+  spool::Spool& spool() { return *spool_; }
+  unsigned index() const { return index_; }
+  unsigned cpu() const { return cpu_; }
+  char* scratch() { return scratch_.data(); }
+  size_t scratch_size() const { return scratch_.size(); }
+  void retire(InboundConnection* c);
+  ConnectionLimits& limits() { return limits_; }
+
+ private:
+  class Acceptor;
+  void run();
+  void accept_ready(size_t listener_index);
+  void end_of_turn();
+  void begin_stop(int64_t grace_ms);
+
+  unsigned index_;
+  unsigned cpu_;
+  std::vector<int> listen_fds_;
+  std::shared_ptr<const RuntimeConfig> runtime_;
+  std::unique_ptr<spool::Spool> spool_;
+  ConnectionLimits& limits_;
+  EventLoop loop_;
+  std::unique_ptr<relay::Relay> relay_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::unordered_map<InboundConnection*, std::unique_ptr<InboundConnection>> connections_;
+  std::vector<std::unique_ptr<InboundConnection>> graveyard_;
+  std::vector<char> scratch_;
+  std::thread thread_;
+  bool stopping_ = false;
+  int64_t stop_deadline_ms_ = 0;
+  int64_t last_flush_ms_ = 0;
+  std::unique_ptr<FunctionTimer> stop_timer_;
+};
+
+}  // namespace mxedge::worker

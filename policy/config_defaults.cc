@@ -1,0 +1,173 @@
+// Defaults and semantic validation of the configuration. Defaults follow RFC 5321's minima and
+// Postfix's long-standing choices where the RFCs leave room.
+#include "policy/config_defaults.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "policy/socket_address.h"
+
+namespace mxedge::config {
+namespace {
+
+using namespace mxedge::config::v1;
+
+void set_default_duration(google::protobuf::Duration* d, bool present, int64_t seconds) {
+  if (!present) d->set_seconds(seconds);
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool valid_domain(const std::string& d) {
+  if (d.empty() || d.size() > 253) return false;
+  size_t label = 0;
+  char prev = '.';
+  for (char c : d) {
+    if (c == '.') {
+      if (label == 0 || prev == '-') return false;
+      label = 0;
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '-') {
+      if (label == 0 && c == '-') return false;
+      if (++label > 63) return false;
+    } else {
+      return false;
+    }
+    prev = c;
+  }
+  return label > 0 && prev != '-';
+}
+
+int64_t millis(const google::protobuf::Duration& d) { return d.seconds() * 1000 + d.nanos() / 1000000; }
+
+}  // namespace
+
+void apply_defaults(Config& c) {
+  if (c.hostname().empty()) {
+    char name[256] = {0};
+    if (gethostname(name, sizeof name - 1) == 0 && name[0] != 0) c.set_hostname(name);
+    else c.set_hostname("localhost");
+  }
+  for (int i = 0; i < c.listeners_size(); ++i) {
+    Listener* l = c.mutable_listeners(i);
+    if (l->name().empty()) l->set_name("listener" + std::to_string(i));
+    if (l->tls_mode() == TLS_MODE_UNSPECIFIED) l->set_tls_mode(TLS_MODE_STARTTLS);
+  }
+  for (auto& d : *c.mutable_accepted_domains()) {
+    d = lower(d);
+    if (!d.empty() && d.back() == '.') d.pop_back();
+  }
+
+  NextHop* nh = c.mutable_next_hop();
+  if (nh->port() == 0) nh->set_port(25);
+  if (nh->tls() == NEXT_HOP_TLS_UNSPECIFIED) nh->set_tls(NEXT_HOP_TLS_OPPORTUNISTIC);
+  if (nh->connections_per_worker() == 0) nh->set_connections_per_worker(2);
+  set_default_duration(nh->mutable_connect_timeout(), nh->has_connect_timeout(), 30);
+  set_default_duration(nh->mutable_command_timeout(), nh->has_command_timeout(), 300);
+  set_default_duration(nh->mutable_retry_min(), nh->has_retry_min(), 30);
+  set_default_duration(nh->mutable_retry_max(), nh->has_retry_max(), 600);
+
+  Limits* lim = c.mutable_limits();
+  if (lim->command_line_length() == 0) lim->set_command_line_length(2048);
+  if (lim->text_line_length() == 0) lim->set_text_line_length(1000);
+  if (lim->recipients_per_message() == 0) lim->set_recipients_per_message(1000);
+  if (lim->message_size() == 0) lim->set_message_size(50ULL << 20);
+  if (lim->connections_per_source() == 0) lim->set_connections_per_source(50);
+  if (lim->sessions_total() == 0) lim->set_sessions_total(20000);
+  set_default_duration(lim->mutable_command_timeout(), lim->has_command_timeout(), 300);
+  set_default_duration(lim->mutable_data_timeout(), lim->has_data_timeout(), 180);
+  set_default_duration(lim->mutable_data_rate_grace(), lim->has_data_rate_grace(), 30);
+  if (lim->errors_per_session() == 0) lim->set_errors_per_session(20);
+  set_default_duration(lim->mutable_greeting_delay(), lim->has_greeting_delay(), 0);
+
+  Workers* w = c.mutable_workers();
+  if (w->cores_size() == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long i = 0; i < std::max(1L, n); ++i) w->add_cores(static_cast<uint32_t>(i));
+  }
+
+  Spool* s = c.mutable_spool();
+  if (s->memory_body_limit() == 0) s->set_memory_body_limit(64 << 10);
+  if (s->segment_size() == 0) s->set_segment_size(64ULL << 20);
+  // min_free_bytes 0 is a valid choice (tests on a tiny tmpfs); only the default is non-zero, so the
+  // loader cannot tell "unset" from "0" here: the default lives in the YAML example and the demo.
+
+  Logging* lg = c.mutable_logging();
+  if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
+  if (lg->level() == LOG_LEVEL_UNSPECIFIED) lg->set_level(LOG_LEVEL_INFO);
+}
+
+void validate(const Config& c, const ProblemSink& problem) {
+  if (c.listeners_size() == 0) problem("listeners", "at least one listener is required");
+  std::set<std::string> names;
+  std::set<std::string> addresses;
+  for (int i = 0; i < c.listeners_size(); ++i) {
+    const Listener& l = c.listeners(i);
+    const std::string p = "listeners[" + std::to_string(i) + "]";
+    if (!names.insert(l.name()).second) problem(p + ".name", "listener name '" + l.name() + "' is used twice");
+    auto addr = SocketAddress::parse(l.address());
+    if (l.address().empty()) {
+      problem(p, "listener '" + l.name() + "' needs an address such as \"0.0.0.0:25\" or \"[::]:25\"");
+    } else if (!addr) {
+      problem(p + ".address", "invalid listen address '" + l.address() + "' (expected IP:PORT or [IPv6]:PORT)");
+    } else if (!addresses.insert(addr->to_string()).second) {
+      problem(p + ".address", "address " + addr->to_string() + " is used by two listeners");
+    }
+    if (l.tls_mode() == TLS_MODE_NONE) {
+      if (l.require_tls()) problem(p + ".require_tls", "require_tls needs tls_mode starttls or implicit");
+    } else if (l.certificates_size() == 0) {
+      problem(p, "listener '" + l.name() + "' offers TLS but has no certificates");
+    }
+    for (int j = 0; j < l.certificates_size(); ++j) {
+      const Certificate& cert = l.certificates(j);
+      const std::string cp = p + ".certificates[" + std::to_string(j) + "]";
+      if (cert.cert_file().empty()) problem(cp, "cert_file is required");
+      else if (access(cert.cert_file().c_str(), R_OK) != 0) problem(cp + ".cert_file", "cannot read certificate file " + cert.cert_file());
+      if (cert.key_file().empty()) problem(cp, "key_file is required");
+      else if (access(cert.key_file().c_str(), R_OK) != 0) problem(cp + ".key_file", "cannot read key file " + cert.key_file());
+    }
+  }
+
+  if (c.accepted_domains_size() == 0) problem("accepted_domains", "at least one accepted domain is required (mxedge is never an open relay)");
+  for (int i = 0; i < c.accepted_domains_size(); ++i) {
+    if (!valid_domain(c.accepted_domains(i)))
+      problem("accepted_domains[" + std::to_string(i) + "]", "invalid domain name '" + c.accepted_domains(i) + "'");
+  }
+
+  const NextHop& nh = c.next_hop();
+  if (nh.host().empty()) problem("next_hop", "next_hop.host is required (the internal mail server)");
+  if (nh.port() > 65535) problem("next_hop.port", "port must be 1-65535");
+  if (millis(nh.retry_min()) <= 0) problem("next_hop.retry_min", "retry_min must be positive");
+  if (millis(nh.retry_max()) < millis(nh.retry_min())) problem("next_hop.retry_max", "retry_max must not be below retry_min");
+  if (millis(nh.connect_timeout()) <= 0) problem("next_hop.connect_timeout", "connect_timeout must be positive");
+  if (millis(nh.command_timeout()) <= 0) problem("next_hop.command_timeout", "command_timeout must be positive");
+  if (nh.tls() == NEXT_HOP_TLS_VERIFY && !nh.ca_file().empty() && access(nh.ca_file().c_str(), R_OK) != 0)
+    problem("next_hop.ca_file", "cannot read CA file " + nh.ca_file());
+
+  const Limits& lim = c.limits();
+  if (lim.command_line_length() < 512) problem("limits.command_line_length", "command_line_length must be at least 512 (RFC 5321 4.5.3.1.4)");
+  if (lim.text_line_length() < 1000) problem("limits.text_line_length", "text_line_length must be at least 1000 (RFC 5321 4.5.3.1.6)");
+  if (lim.message_size() < 1024) problem("limits.message_size", "message_size must be at least 1024 bytes");
+  if (millis(lim.command_timeout()) <= 0) problem("limits.command_timeout", "command_timeout must be positive");
+  if (millis(lim.data_timeout()) <= 0) problem("limits.data_timeout", "data_timeout must be positive");
+
+  long ncpu = sysconf(_SC_NPROCESSORS_CONF);
+  std::set<uint32_t> cores;
+  for (int i = 0; i < c.workers().cores_size(); ++i) {
+    uint32_t core = c.workers().cores(i);
+    const std::string p = "workers.cores[" + std::to_string(i) + "]";
+    if (ncpu > 0 && core >= static_cast<uint32_t>(ncpu)) problem(p, "CPU " + std::to_string(core) + " does not exist (this machine has " + std::to_string(ncpu) + ")");
+    if (!cores.insert(core).second) problem(p, "CPU " + std::to_string(core) + " is listed twice");
+  }
+
+  if (c.spool().directory().empty()) problem("spool", "spool.directory is required");
+  else if (c.spool().directory().front() != '/') problem("spool.directory", "spool.directory must be an absolute path");
+  if (c.spool().segment_size() < (1 << 20)) problem("spool.segment_size", "segment_size must be at least 1MiB");
+}
+
+}  // namespace mxedge::config

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package mxedge needs to build, test, benchmark and demo.
+# Idempotent: packages already present are skipped quickly. Run as root.
+set -euo pipefail
+
+packages=(
+  # toolchain and build
+  build-essential cmake ninja-build pkg-config clang llvm lld libclang-rt-14-dev
+  clang-format clang-tidy
+  # libraries (DESIGN.md: every dependency from Debian's archive)
+  libssl-dev openssl protobuf-compiler libprotobuf-dev libyaml-cpp-dev libcli11-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libbpf-dev bpftool libunbound-dev libldns-dev libcurl4-openssl-dev
+  # lab peers and tools used by tests, the demo and the benchmarks
+  postfix swaks iproute2 procps psmisc python3 python3-pytest ldnsutils nsd unbound xdp-tools
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Postfix is only a lab peer: keep its package from configuring a system mailer.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The packaged daemons are lab peers started by the tests themselves; the system copies stay off.
+for svc in postfix nsd unbound; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done
+echo "setup: all packages present"

@@ -1,0 +1,167 @@
+"""pytest fixtures for the lab. In a conftest.py: ``from lab.fixtures import *``.
+
+Session scope:  lab_root (a 0755 temp dir, removed at the end), lab_pki (lab.certs.LabPKI)
+Function scope: lab_dir (fresh dir for one test, removed afterwards), smtp_sink (a started
+                SmtpSink), sink_factory, postfix_factory, gateway_factory, gateway (a started
+                gateway relaying to smtp_sink), tmpfs_factory.
+
+Every fixture that starts something stops it in its finalizer, also when the test failed; on
+failure the gateway's log tail is printed (pytest shows it with the failure report).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from . import certs, gateway as gateway_mod, postfix as postfix_mod, smtp_sink as sink_mod, util
+
+__all__ = [
+    "lab_root",
+    "lab_pki",
+    "lab_dir",
+    "smtp_sink",
+    "sink_factory",
+    "postfix_factory",
+    "gateway_binary",
+    "gateway_factory",
+    "gateway",
+    "tmpfs_factory",
+    "pytest_runtest_makereport",
+]
+
+
+@pytest.fixture(scope="session")
+def lab_root():
+    d = util.LabDir(prefix="mxedge-lab-")
+    try:
+        yield d
+    finally:
+        util.run_all_cleanups()  # anything a broken finalizer left running
+        d.cleanup()
+
+
+@pytest.fixture(scope="session")
+def lab_pki(lab_root):
+    return certs.get_pki(lab_root.sub("pki"))
+
+
+@pytest.fixture
+def lab_dir(lab_root, request):
+    # short: Postfix puts UNIX sockets under it (sun_path is limited to 108 bytes)
+    name = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.replace("test_", ""))[:16]
+    path = lab_root.unique_sub(name)
+    yield path
+    util.remove_tree(path)
+
+
+@pytest.fixture
+def sink_factory(lab_dir):
+    started = []
+
+    def make(name: str = "sink", start: bool = True, **kw) -> sink_mod.SmtpSink:
+        s = sink_mod.SmtpSink(os.path.join(lab_dir, name), **kw)
+        started.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    for s in reversed(started):
+        s.stop()
+
+
+@pytest.fixture
+def smtp_sink(sink_factory):
+    return sink_factory("sink")
+
+
+@pytest.fixture
+def postfix_factory(lab_dir, lab_pki):
+    """make(role, name=..., **kw): role "receiver" | "sender" | "relay" | "plain" (PostfixInstance
+    kwargs); started, and stopped at teardown."""
+    started = []
+
+    def make(role: str, name: str | None = None, start: bool = True, **kw) -> postfix_mod.PostfixInstance:
+        name = name or role
+        workdir = os.path.join(lab_dir, f"pf-{name}")
+        if role == "receiver":
+            inst = postfix_mod.receiver(workdir, lab_pki, name=name, **kw)
+        elif role == "sender":
+            inst = postfix_mod.sender(workdir, lab_pki, name=name, **kw)
+        elif role == "relay":
+            inst = postfix_mod.benchmark_relay(workdir, lab_pki, name=name, **kw)
+        elif role == "plain":
+            inst = postfix_mod.PostfixInstance(workdir, name=name, **kw)
+        else:
+            raise ValueError(role)
+        started.append(inst)
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+    for inst in reversed(started):
+        inst.stop()
+
+
+@pytest.fixture
+def gateway_binary():
+    reason = gateway_mod.missing_binary_reason()
+    if reason:
+        pytest.skip(reason)
+    return gateway_mod.binary_path()
+
+
+@pytest.fixture
+def gateway_factory(gateway_binary, lab_dir, lab_pki, request):
+    """make(next_hop_port, start=True, name="gw", **Gateway kwargs) -> started Gateway."""
+    made = []
+
+    def make(next_hop_port: int, start: bool = True, name: str = "gw", **kw) -> gateway_mod.Gateway:
+        gw = gateway_mod.Gateway(os.path.join(lab_dir, name), lab_pki, next_hop_port, **kw)
+        made.append(gw)
+        if start:
+            gw.start()
+        return gw
+
+    yield make
+    for gw in reversed(made):
+        try:
+            gw.cleanup()
+        finally:
+            if gw.proc is not None and gw.proc.running:
+                gw.kill9()
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for gw in made:
+            print(f"\n----- gateway log ({gw.log_path}), last lines -----\n{util.tail(gw.log_text(), 60)}")
+
+
+@pytest.fixture
+def gateway(gateway_factory, smtp_sink):
+    """A started gateway (smtp: starttls, smtps: implicit) relaying to the smtp_sink fixture."""
+    return gateway_factory(smtp_sink.port)
+
+
+@pytest.fixture
+def tmpfs_factory(lab_dir):
+    mounted = []
+
+    def make(path: str, size: str | int) -> util.Tmpfs:
+        t = util.Tmpfs(path, size).mount()
+        mounted.append(t)
+        return t
+
+    yield make
+    for t in reversed(mounted):
+        t.unmount()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose the call phase's report on the item (for fixtures that print logs on failure)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -1,0 +1,132 @@
+// Unit tests for YAML config loading, defaults and validation (policy/config_loader.h).
+#include "policy/config_loader.h"
+
+#include <gtest/gtest.h>
+
+namespace mxedge::config {
+namespace {
+
+const char* kMinimal = R"(hostname: mx.lab.test
+listeners:
+  - name: smtp
+    address: "127.0.0.1:2525"
+    tls_mode: none
+accepted_domains: [Lab.Test.]
+next_hop: {host: 127.0.0.1, port: 2600}
+spool: {directory: /tmp/mxedge-spool}
+workers: {cores: [0]}
+)";
+
+TEST(ConfigLoader, MinimalConfigGetsDefaults) {
+  auto r = load_config_text(kMinimal, "t.yaml");
+  ASSERT_TRUE(r.ok()) << r.error_text();
+  const auto& c = *r.config;
+  EXPECT_EQ(c.accepted_domains(0), "lab.test");
+  EXPECT_EQ(c.limits().command_line_length(), 2048u);
+  EXPECT_EQ(c.limits().text_line_length(), 1000u);
+  EXPECT_EQ(c.limits().message_size(), 50ULL << 20);
+  EXPECT_EQ(c.limits().command_timeout().seconds(), 300);
+  EXPECT_EQ(c.next_hop().tls(), v1::NEXT_HOP_TLS_OPPORTUNISTIC);
+  EXPECT_EQ(c.listeners(0).tls_mode(), v1::TLS_MODE_NONE);
+  EXPECT_EQ(c.spool().memory_body_limit(), 64u << 10);
+}
+
+TEST(ConfigLoader, SizesDurationsAndEnums) {
+  std::string y = std::string(kMinimal) + "limits: {message_size: 10MiB, command_timeout: 5m, data_timeout: 1m30s, greeting_delay: 250ms}\n";
+  auto r = load_config_text(y, "t.yaml");
+  ASSERT_TRUE(r.ok()) << r.error_text();
+  EXPECT_EQ(r.config->limits().message_size(), 10u << 20);
+  EXPECT_EQ(r.config->limits().command_timeout().seconds(), 300);
+  EXPECT_EQ(r.config->limits().data_timeout().seconds(), 90);
+  EXPECT_EQ(r.config->limits().greeting_delay().nanos(), 250000000);
+}
+
+TEST(ConfigLoader, UnknownKeyReportsFileLineAndChoices) {
+  std::string y = std::string(kMinimal) + "limits:\n  message_sise: 10\n";
+  auto r = load_config_text(y, "gw.yaml");
+  ASSERT_FALSE(r.ok());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].line, 11);
+  EXPECT_NE(r.errors[0].to_string().find("gw.yaml:11:3: unknown key 'message_sise' in limits"), std::string::npos) << r.errors[0].to_string();
+  EXPECT_NE(r.errors[0].message.find("message_size"), std::string::npos);
+}
+
+TEST(ConfigLoader, BadValuesAreReportedWithTheirLine) {
+  const char* y = R"(listeners:
+  - address: "127.0.0.1:99999"
+    tls_mode: sometimes
+accepted_domains: [lab.test]
+next_hop: {host: 127.0.0.1}
+spool: {directory: relative/path}
+limits: {message_size: lots, command_timeout: soon}
+)";
+  auto r = load_config_text(y, "bad.yaml");
+  ASSERT_FALSE(r.ok());
+  std::string all = r.error_text();
+  EXPECT_NE(all.find("bad.yaml:3:15: 'listeners[0].tls_mode': invalid value 'sometimes' (expected one of: starttls, implicit, none)"), std::string::npos) << all;
+  EXPECT_NE(all.find("bad.yaml:7:"), std::string::npos) << all;
+  EXPECT_NE(all.find("message_size"), std::string::npos);
+  EXPECT_NE(all.find("invalid duration 'soon'"), std::string::npos);
+}
+
+TEST(ConfigLoader, SemanticErrorsPointAtTheSetting) {
+  const char* y = R"(listeners:
+  - address: "127.0.0.1:99999"
+    tls_mode: starttls
+accepted_domains: [bad_domain]
+next_hop: {port: 25}
+spool: {directory: relative/path}
+limits: {command_line_length: 100}
+workers: {cores: [0, 0, 4096]}
+)";
+  auto r = load_config_text(y, "sem.yaml");
+  ASSERT_FALSE(r.ok());
+  std::string all = r.error_text();
+  EXPECT_NE(all.find("sem.yaml:2:14: invalid listen address '127.0.0.1:99999'"), std::string::npos) << all;
+  EXPECT_NE(all.find("offers TLS but has no certificates"), std::string::npos);
+  EXPECT_NE(all.find("sem.yaml:4:20: invalid domain name 'bad_domain'"), std::string::npos) << all;
+  EXPECT_NE(all.find("next_hop.host is required"), std::string::npos);
+  EXPECT_NE(all.find("spool.directory must be an absolute path"), std::string::npos);
+  EXPECT_NE(all.find("at least 512"), std::string::npos);
+  EXPECT_NE(all.find("CPU 0 is listed twice"), std::string::npos);
+  EXPECT_NE(all.find("CPU 4096 does not exist"), std::string::npos);
+}
+
+TEST(ConfigLoader, TypeMismatchesAndSyntaxErrors) {
+  auto r1 = load_config_text("listeners: {a: 1}\n", "x.yaml");
+  ASSERT_FALSE(r1.ok());
+  EXPECT_NE(r1.error_text().find("must be a list"), std::string::npos);
+  auto r2 = load_config_text("listeners: [\n", "x.yaml");
+  ASSERT_FALSE(r2.ok());
+  EXPECT_NE(r2.error_text().find("YAML syntax error"), std::string::npos);
+  auto r3 = load_config_text("", "x.yaml");
+  ASSERT_FALSE(r3.ok());
+  auto r4 = load_config_text(std::string(kMinimal) + "hostname: [a]\n", "x.yaml");
+  ASSERT_FALSE(r4.ok());
+  auto r5 = load_config_text(std::string(kMinimal) + "workers: {cores: [0]}\n", "x.yaml");
+  ASSERT_FALSE(r5.ok());
+  EXPECT_NE(r5.error_text().find("duplicate key 'workers'"), std::string::npos) << r5.error_text();
+}
+
+TEST(ConfigLoader, MissingFile) {
+  auto r = load_config_file("/nonexistent/mxedge.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error_text().find("cannot open"), std::string::npos);
+}
+
+TEST(ParseHelpers, SizesAndDurations) {
+  EXPECT_EQ(*parse_byte_size("64KiB"), 65536u);
+  EXPECT_EQ(*parse_byte_size("10MB"), 10000000u);
+  EXPECT_EQ(*parse_byte_size("12"), 12u);
+  EXPECT_FALSE(parse_byte_size("12 parsecs"));
+  EXPECT_FALSE(parse_byte_size("-1"));
+  EXPECT_FALSE(parse_byte_size("99999999999999999999GiB"));
+  EXPECT_EQ(*parse_duration_ms("1h2m3s"), 3723000);
+  EXPECT_EQ(*parse_duration_ms("15"), 15000);
+  EXPECT_FALSE(parse_duration_ms("1m30"));
+  EXPECT_FALSE(parse_duration_ms(""));
+  EXPECT_FALSE(parse_duration_ms("5 minutes"));
+}
+
+}  // namespace
+}  // namespace mxedge::config

@@ -56,7 +56,7 @@ void Relay::kick() {
   }
   // After a failure, probe with one connection before opening the rest.
   size_t limit = hop_failures_ > 0 ? 1 : runtime_->relay.connections_per_worker;
-  while (!ready_.empty() && connections_.size() < std::min<size_t>(limit, ready_.size() + connections_.size())) {
+  while (!ready_.empty() && connections_.size() < std::min<size_t>(limit, ready_.size())) {
     connections_.push_back(std::make_unique<RelayConnection>(*this));
     connections_.back()->start();
   }

@@ -477,36 +477,40 @@ void RelayConnection::on_transaction_reply(const smtp::Reply& r) {
 
 void RelayConnection::fill_body() {
   std::string chunk;
-  while (out_.size() < kBodyWindow && !body_done_) {
-    if (!relay_.spool().read_body(*msg_, body_offset_, kBodyChunk, chunk)) {
-      close("cannot read the message from the spool", false);
-      return;
-    }
-    if (chunk.empty()) {
-      body_done_ = true;
-      break;
-    }
-    body_offset_ += chunk.size();
-    // Dot-stuffing (RFC 5321 4.5.2) on canonical CRLF content.
-    size_t start = 0;
-    for (size_t i = 0; i < chunk.size(); ++i) {
-      if (at_line_start_ && chunk[i] == '.') {
-        out_.append(chunk, start, i - start);
-        out_ += '.';
-        start = i;
+  // Keep at most kBodyWindow bytes queued; EPOLLOUT resumes when the socket drains.
+  while (state_ == State::kBody) {
+    while (out_.size() < kBodyWindow && !body_done_) {
+      if (!relay_.spool().read_body(*msg_, body_offset_, kBodyChunk, chunk)) {
+        close("cannot read the message from the spool", false);
+        return;
       }
-      at_line_start_ = chunk[i] == '\n';
+      if (chunk.empty()) {
+        body_done_ = true;
+        break;
+      }
+      body_offset_ += chunk.size();
+      // Dot-stuffing (RFC 5321 4.5.2) on canonical CRLF content.
+      size_t start = 0;
+      for (size_t i = 0; i < chunk.size(); ++i) {
+        if (at_line_start_ && chunk[i] == '.') {
+          out_.append(chunk, start, i - start);
+          out_ += '.';
+          start = i;
+        }
+        at_line_start_ = chunk[i] == '\n';
+      }
+      out_.append(chunk, start, chunk.size() - start);
+      last_char_ = chunk.back();
     }
-    out_.append(chunk, start, chunk.size() - start);
-    last_char_ = chunk.back();
+    if (body_done_) {
+      if (last_char_ != '\n') out_ += "\r\n";
+      out_ += ".\r\n";
+      state_ = State::kDot;
+    }
+    arm_command_timeout();
+    if (!write_out()) return;
+    if (!out_.empty()) return;
   }
-  if (body_done_ && state_ == State::kBody) {
-    if (last_char_ != '\n') out_ += "\r\n";
-    out_ += ".\r\n";
-    state_ = State::kDot;
-  }
-  arm_command_timeout();
-  write_out();
 }
 
 void RelayConnection::finish_transaction(const smtp::Reply* dot) {

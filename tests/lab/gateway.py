@@ -209,7 +209,6 @@ class Gateway:
         if reason:
             raise GatewayError(reason)
         self.write_config()
-        self.run_offset = len(util.read_text(self.log_path).encode())
         self.runs += 1
         with open(self.log_path, "ab") as f:
             f.write(f"# lab: run {self.runs} of {self.binary} --config {self.config_path}\n".encode())

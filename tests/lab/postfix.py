@@ -256,45 +256,44 @@ class PostfixInstance:
                                f"maillog:\n{util.tail(log)}")
         raise RuntimeError("unreachable")
 
-    def _force_stop(self) -> None:
+    def _force_stop(self, members: dict[int, str] | None = None) -> None:
+        """SIGKILL the master's process group while the master is alive, and any process that was
+        in that group (identified by PID and start time, so a reused PID is never hit)."""
         pid = self.master_pid()
-        if pid is None:
-            util.reap_zombies()
-            return
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+        if pid is not None:
+            members = {**(members or {}), **_group_members(pid)}
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
-        util.wait_until(lambda: not util.pid_alive(pid), 10, message="postfix master to die")
+            util.wait_until(lambda: not util.pid_alive(pid), 10, message="postfix master to die")
+        for member, start in (members or {}).items():
+            if _start_time(member) == start:
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         util.reap_zombies()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """`postfix stop`, wait for the master to exit, SIGKILL its process group if it lingers."""
+        """`postfix stop`, wait for the master and its children to exit, SIGKILL what lingers."""
         util.unregister_cleanup(self._token)
         self._token = None
         pid = self.master_pid()
+        members = _group_members(pid) if pid is not None else {}
         if pid is not None:
             self._cmd(POSTFIX, "-c", self.etc, "stop", check=False, timeout=timeout + 5)
             try:
                 util.wait_until(lambda: not util.pid_alive(pid), timeout, message="postfix master exit")
             except util.LabTimeout:
                 pass
-        self._force_stop()
-        # children (smtpd, smtp, ...) exit when the master is gone; kill stragglers of its group
-        if pid is not None:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             # the master's children notice its exit within a moment; reap them as they go
             deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and _group_alive(pid):
+            while time.monotonic() < deadline and any(_start_time(m) == st and util.pid_alive(m)
+                                                      for m, st in members.items()):
                 util.reap_zombies()
                 time.sleep(0.05)
-        util.reap_zombies()
+        self._force_stop(members)
         self.started = False
 
     def cleanup(self) -> None:
@@ -445,8 +444,18 @@ def parse_dsn_envelope(text: str) -> dict:
     return out
 
 
-def _group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process in process group `pgid`?"""
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()[19]
+
+
+def _group_members(pgid: int) -> dict[int, str]:
+    """{pid: start time} of the processes in process group `pgid`."""
+    out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -456,9 +465,9 @@ def _group_alive(pgid: int) -> bool:
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        if int(fields[2]) == pgid:
+            out[int(entry)] = fields[19]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

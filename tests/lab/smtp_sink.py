@@ -73,19 +73,14 @@ class SinkMessage:
     def headers(self, name: str) -> list[str]:
         """All values of header `name` in order, unfolded (continuation lines joined with a space)."""
         head = self.raw.split(b"\n\n", 1)[0].decode("utf-8", errors="replace")
-        out: list[str] = []
-        current: list[str] | None = None
+        fields: list[list[str]] = []          # [name, value, continuation...]
         for line in head.split("\n"):
-            if line[:1] in (" ", "\t") and current is not None:
-                current.append(line.strip())
-                continue
-            current = None
-            if ":" in line:
+            if line[:1] in (" ", "\t") and fields:
+                fields[-1].append(line.strip())
+            elif ":" in line:
                 key, value = line.split(":", 1)
-                if key.strip().lower() == name.lower():
-                    current = [value.strip()]
-                    out.append(current)  # type: ignore[arg-type]
-        return [" ".join(parts) for parts in out]  # type: ignore[arg-type]
+                fields.append([key.strip(), value.strip()])
+        return [" ".join(f[1:]) for f in fields if f[0].lower() == name.lower()]
 
     @property
     def body(self) -> bytes:

@@ -109,6 +109,19 @@ def test_sink_records_dsn_parameters_and_pipelining(smtp_sink):
     assert m.rcpt_args == ["<r@lab.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@lab.test"]
 
 
+def test_sink_content_is_exact(smtp_sink):
+    body = ("first line\r\n.a dot line\r\n..two dots\r\n.\r\nUTF-8: Grüße\r\n" + "x" * 998 + "\r\n"
+            "\tTab and spaces   \r\nlast line\r\n").encode()
+    mid, content = build_message(body=body, extra_headers=["X-Lab: folded", "  continuation"])
+    with SMTPClient("127.0.0.1", smtp_sink.port) as c:
+        c.read_reply().expect(220)
+        c.ehlo().expect(250)
+        c.send_mail("a@example.test", ["b@lab.test"], content).expect(250)
+    m = smtp_sink.wait_for_message_id(mid)
+    assert m.raw == content.replace(b"\r\n", b"\n")
+    assert m.headers("X-Lab") == ["folded continuation"]
+
+
 def test_sink_failure_modes(sink_factory):
     sink = sink_factory("sink", hard_reject=["RCPT"])
     r = swaks.send("127.0.0.1", sink.port, tls=None)
@@ -254,6 +267,31 @@ def test_postfix_benchmark_relay(postfix_factory, smtp_sink, lab_pki):
     r = swaks.send("127.0.0.1", relay.smtpd_port, to="u@foreign.test")
     assert r.last_code() == 554, r.transcript
     assert "smtpd_client_connection_count_limit = 0" in open(os.path.join(relay.etc, "main.cf")).read()
+
+
+def test_postfix_receiver_smtputf8(postfix_factory):
+    rcv = postfix_factory("receiver")
+    with SMTPClient("127.0.0.1", rcv.smtpd_port) as c:
+        c.read_reply().expect(220)
+        c.ehlo().expect(250)
+        assert "SMTPUTF8" in c.extensions
+        c.command("MAIL FROM:<jürgen@example.test> SMTPUTF8").expect(250)
+        c.command("RCPT TO:<müller@lab.test>").expect(250)
+        mid, content = build_message(subject="Grüße")
+        c.data(content).expect(250)
+    m = rcv.wait_maildir(1)[0]
+    assert m.raw.count("Delivered-To: müller@lab.test".encode()) == 1
+    assert "Return-Path: <jürgen@example.test>".encode() in m.raw
+
+
+def test_loadsend_counts_acks_against_postfix(postfix_factory, smtp_sink):
+    relay = postfix_factory("relay", sink_port=smtp_sink.port)
+    load = loadsend.LoadSender("127.0.0.1", relay.smtpd_port, threads=2, messages_per_session=3,
+                               starttls=True, total=12).start()
+    load.join(60)
+    assert len(load.acked()) == 12, [r.reply or r.error for r in load.results]
+    smtp_sink.wait_for_messages(12, timeout=30)
+    assert sorted(smtp_sink.message_ids()) == sorted(load.acked())
 
 
 def test_two_postfix_instances_side_by_side(postfix_factory):

@@ -186,7 +186,9 @@ class ManagedProcess:
         return rc
 
     def _kill_group(self) -> None:
-        if self.proc is None:
+        """SIGKILL the process group. Only while the leader is not reaped yet (returncode None):
+        until then its PID, and so the group id, cannot belong to anybody else."""
+        if self.proc is None or self.proc.returncode is not None:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -202,7 +204,7 @@ class ManagedProcess:
         Returns the exit status (negative for a signal, as subprocess reports it)."""
         if self.proc is None:
             return self.returncode
-        if self.proc.poll() is None:
+        if self.proc.returncode is None:
             try:
                 self.proc.send_signal(sig)
             except ProcessLookupError:
@@ -211,22 +213,16 @@ class ManagedProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._kill_group()
-                self.proc.wait(5)
+                self.proc.wait(10)
         self.returncode = self.proc.returncode
-        self._kill_group()  # leftovers in the group, if any
         unregister_cleanup(self._token)
         self._token = None
         return self.returncode
 
     def kill(self) -> int | None:
-        """SIGKILL the process (kill -9) and its group; wait for it."""
+        """SIGKILL the process (kill -9) and its process group; wait for it."""
         if self.proc is None:
             return self.returncode
-        if self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except ProcessLookupError:
-                pass
         self._kill_group()
         try:
             self.proc.wait(10)

@@ -51,8 +51,7 @@ class Histogram {
   static constexpr std::uint64_t kSubBuckets = std::uint64_t{1} << kSubBucketBits;
   // 2^42 ns is about 73 minutes: far beyond any --timeout anyone would use.
   static constexpr unsigned kMaxValueBits = 42;
-  static constexpr std::size_t kBucketCount =
-      kSubBuckets * (kMaxValueBits - kSubBucketBits) + kSubBuckets;
+  static constexpr std::size_t kBucketCount = kSubBuckets * (kMaxValueBits - kSubBucketBits) + kSubBuckets;
 
   static std::size_t index_of(std::uint64_t value);
   static std::uint64_t lowest_of(std::size_t index);

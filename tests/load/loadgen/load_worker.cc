@@ -37,9 +37,8 @@ constexpr int kMaxEvents = 256;
 
 }  // namespace
 
-LoadWorker::LoadWorker(const LoadgenConfig& config, SSL_CTX* ssl_ctx,
-                       const MessageTemplate& message, RunControl& control, unsigned index,
-                       const WorkerShare& share, std::uint64_t run_id)
+LoadWorker::LoadWorker(const LoadgenConfig& config, SSL_CTX* ssl_ctx, const MessageTemplate& message,
+                       RunControl& control, unsigned index, const WorkerShare& share, std::uint64_t run_id)
     : config_(config),
       control_(control),
       share_(share),
@@ -75,14 +74,13 @@ void LoadWorker::run() {
       abort_all();
       break;
     }
-    const bool stopping = control_.interrupts.load(std::memory_order_relaxed) >= 1 ||
-                          (duration_end_ != 0 && now >= duration_end_);
+    const bool interrupted = control_.interrupts.load(std::memory_order_relaxed) >= 1;
     if (config_.idle_mode()) {
-      manage_idle(now, stopping);
+      manage_idle(now, interrupted);
     } else if (config_.open_loop()) {
-      start_open_loop(now, stopping);
+      start_open_loop(now, interrupted);
     } else {
-      start_closed_loop(stopping);
+      start_closed_loop(interrupted || (duration_end_ != 0 && now >= duration_end_));
     }
     if (finished_starting_ && active_.empty()) break;
 
@@ -108,11 +106,8 @@ bool LoadWorker::abort_wanted() {
   if (config_.exit_on_error && live_.errors.load(std::memory_order_relaxed) != 0) {
     control_.abort.store(true);
   }
-  return control_.abort.load(std::memory_order_relaxed) ||
-         control_.interrupts.load(std::memory_order_relaxed) >= 2;
+  return control_.abort.load(std::memory_order_relaxed) || control_.interrupts.load(std::memory_order_relaxed) >= 2;
 }
-
-// ---- starting sessions -----------------------------------------------------
 
 void LoadWorker::start_one() {
   auto owned = std::make_unique<SmtpClientSession>(ctx_);
@@ -132,8 +127,8 @@ void LoadWorker::start_closed_loop(bool stopping) {
   // Bounded per pass so that sessions failing at once (no such address, out
   // of descriptors) cannot keep the loop from noticing the clock or a stop.
   unsigned budget = share_.concurrency;
-  while (budget-- > 0 && active_.size() < share_.concurrency &&
-         (!share_.limited || started_ < share_.sessions) && !abort_wanted()) {
+  while (budget-- > 0 && active_.size() < share_.concurrency && (!share_.limited || started_ < share_.sessions) &&
+         !abort_wanted()) {
     start_one();
   }
 }
@@ -146,42 +141,44 @@ std::int64_t LoadWorker::scheduled_at(std::uint64_t index) const {
 std::uint64_t LoadWorker::due_by(std::int64_t when) const {
   const std::int64_t first = control_.start_ns + share_.rate_offset_ns;
   if (share_.rate <= 0 || when < first) return 0;
-  auto due = static_cast<std::uint64_t>(
-                 std::floor(static_cast<double>(when - first) * share_.rate / 1e9)) +
-             1;
+  auto due = static_cast<std::uint64_t>(std::floor(static_cast<double>(when - first) * share_.rate / 1e9)) + 1;
   if (share_.limited) due = std::min(due, share_.sessions);
   return due;
 }
 
-void LoadWorker::start_open_loop(std::int64_t now, bool stopping) {
+void LoadWorker::start_open_loop(std::int64_t now, bool interrupted) {
   if (finished_starting_) return;
-  if (stopping) {
-    const std::int64_t end = duration_end_ != 0 ? std::min(now, duration_end_) : now;
-    const std::uint64_t due = due_by(end);
-    if (due > started_) stats_.missed_starts += due - started_;
+  if (interrupted) {
     finished_starting_ = true;
     return;
   }
-  const std::uint64_t due = due_by(now);
+  // Sessions scheduled before the end of --duration belong to the run even
+  // when the loop wakes up after the end; the rest of the schedule does not.
+  const bool ended = duration_end_ != 0 && now >= duration_end_;
+  const std::uint64_t due = due_by(ended ? duration_end_ - 1 : now);
   while (started_ < due && active_.size() < share_.concurrency && !abort_wanted()) {
     const std::int64_t lag = now - scheduled_at(started_);
     if (lag > kLateNs) ++stats_.late_starts;
     stats_.max_start_lag_ns = std::max(stats_.max_start_lag_ns, lag);
     start_one();
   }
-  if (share_.limited && started_ >= share_.sessions) finished_starting_ = true;
+  if (ended) {
+    if (due > started_) stats_.missed_starts += due - started_;
+    finished_starting_ = true;
+  } else if (share_.limited && started_ >= share_.sessions) {
+    finished_starting_ = true;
+  }
 }
 
-void LoadWorker::manage_idle(std::int64_t now, bool stopping) {
-  if (stopping && !quitting_) begin_quit_idle();
+void LoadWorker::manage_idle(std::int64_t now, bool interrupted) {
+  if (interrupted && !quitting_) begin_quit_idle();
   if (quitting_) {
     finished_starting_ = true;
     return;
   }
   const auto establishing = [this] { return active_.size() - ctx_.idle_now; };
   unsigned budget = share_.concurrency;
-  while (budget-- > 0 && started_ < share_.idle_sessions &&
-         establishing() < share_.concurrency) {
+  while (budget-- > 0 && started_ < share_.idle_sessions && establishing() < share_.concurrency) {
     if (share_.rate > 0 && started_ >= due_by(now)) break;
     start_one();
   }
@@ -211,8 +208,6 @@ void LoadWorker::begin_quit_idle() {
     }
   }
 }
-
-// ---- ending sessions -------------------------------------------------------
 
 void LoadWorker::retire(SmtpClientSession& session) {
   const std::size_t index = session.slot;

@@ -57,19 +57,18 @@ struct RunControl {
 };
 
 struct WorkerShare {
-  bool limited = false;        // sessions is a limit (else --duration decides)
+  bool limited = false;  // sessions is a limit (else --duration decides)
   std::uint64_t sessions = 0;
   unsigned concurrency = 1;
-  double rate = 0;             // sessions per second for this worker; 0: closed loop
+  double rate = 0;  // sessions per second for this worker; 0: closed loop
   std::int64_t rate_offset_ns = 0;
   std::uint64_t idle_sessions = 0;
 };
 
 class LoadWorker {
  public:
-  LoadWorker(const LoadgenConfig& config, SSL_CTX* ssl_ctx, const MessageTemplate& message,
-             RunControl& control, unsigned index, const WorkerShare& share,
-             std::uint64_t run_id);
+  LoadWorker(const LoadgenConfig& config, SSL_CTX* ssl_ctx, const MessageTemplate& message, RunControl& control,
+             unsigned index, const WorkerShare& share, std::uint64_t run_id);
   ~LoadWorker();
   LoadWorker(const LoadWorker&) = delete;
   LoadWorker& operator=(const LoadWorker&) = delete;
@@ -89,8 +88,8 @@ class LoadWorker {
   // second interrupt); raises the shared abort flag for the other workers.
   bool abort_wanted();
   void start_closed_loop(bool stopping);
-  void start_open_loop(std::int64_t now, bool stopping);
-  void manage_idle(std::int64_t now, bool stopping);
+  void start_open_loop(std::int64_t now, bool interrupted);
+  void manage_idle(std::int64_t now, bool interrupted);
   void begin_quit_idle();
   void start_one();
   void retire(SmtpClientSession& session);

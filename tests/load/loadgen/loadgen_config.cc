@@ -81,8 +81,7 @@ bool split_host_port(std::string_view text, std::string& host, std::string& port
   std::string_view port_part;
   if (!text.empty() && text.front() == '[') {
     const std::size_t close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
-      return false;
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') return false;
     host_part = text.substr(1, close - 1);
     port_part = text.substr(close + 2);
   } else {
@@ -105,8 +104,7 @@ bool split_host_port(std::string_view text, std::string& host, std::string& port
   return true;
 }
 
-std::optional<SocketAddress> resolve_address(const std::string& host, const std::string& port,
-                                             std::string& error) {
+std::optional<SocketAddress> resolve_address(const std::string& host, const std::string& port, std::string& error) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

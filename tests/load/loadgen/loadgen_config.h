@@ -35,9 +35,7 @@ struct SocketAddress {
   sockaddr_storage storage{};
   socklen_t length = 0;
 
-  [[nodiscard]] const sockaddr* get() const {
-    return reinterpret_cast<const sockaddr*>(&storage);
-  }
+  [[nodiscard]] const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
   [[nodiscard]] int family() const { return storage.ss_family; }
 };
 
@@ -61,8 +59,8 @@ struct LoadgenConfig {
   unsigned threads = 1;
   std::uint64_t sessions = 0;  // 0: no limit (--duration decides)
   unsigned concurrency = 10;
-  double rate = 0;             // sessions started per second; 0: closed loop
-  double duration_s = 0;       // 0: no limit (--sessions decides)
+  double rate = 0;        // sessions started per second; 0: closed loop
+  double duration_s = 0;  // 0: no limit (--sessions decides)
   double timeout_s = 60;
 
   // What each session does.
@@ -95,8 +93,7 @@ bool split_host_port(std::string_view text, std::string& host, std::string& port
 
 // Resolves host and numeric port (a literal or a name, via getaddrinfo) into
 // the first stream address. On failure returns nullopt and sets error.
-std::optional<SocketAddress> resolve_address(const std::string& host, const std::string& port,
-                                             std::string& error);
+std::optional<SocketAddress> resolve_address(const std::string& host, const std::string& port, std::string& error);
 
 // Parses a literal IPv4 or IPv6 address (no port) for --source-addresses.
 std::optional<SocketAddress> parse_ip_literal(const std::string& text);

@@ -24,12 +24,11 @@
 //   to the hard limit. It talks to the server under test, which is untrusted:
 //   every reply is parsed with bounds (smtp_reply.h). Option values that end up
 //   in SMTP commands or headers are checked for CR, LF and other controls.
+#include <fmt/format.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
@@ -78,8 +77,11 @@ Load shapes:
                          one due before the end but never started, as missed.
   idle (--idle N --hold S)
                          open N sessions (at most --concurrency, default then 100,
-                         handshaking at a time), stop after EHLO (after TLS), hold
-                         them idle for S seconds once all have settled, then QUIT.
+                         handshaking at a time; --rate paces the opening), stop
+                         after the EHLO that follows TLS, hold them idle for S
+                         seconds once all have settled, then QUIT. The file
+                         descriptor limit is raised to the hard limit; use
+                         --source-addresses beyond ~28,000 sessions per address.
 
 Each session: connect, 220, EHLO, [STARTTLS, 220, TLS handshake, EHLO], then
 --messages-per-session transactions (MAIL, RCPT x --recipients, DATA, content),
@@ -144,8 +146,7 @@ bool is_ip_literal(const std::string& host) { return parse_ip_literal(host).has_
 
 // Turns validated options into the run configuration. Returns an error text
 // for problems CLI11 cannot see (they are still usage errors).
-std::optional<std::string> build_config(const Options& o, bool concurrency_given,
-                                        LoadgenConfig& c) {
+std::optional<std::string> build_config(const Options& o, bool concurrency_given, LoadgenConfig& c) {
   c.server_text = o.server;
   std::string host;
   std::string port;
@@ -166,9 +167,7 @@ std::optional<std::string> build_config(const Options& o, bool concurrency_given
     c.source_addresses.push_back(*source);
   }
 
-  c.tls = o.tls == "none" ? TlsMode::kNone
-          : o.tls == "implicit" ? TlsMode::kImplicit
-                                : TlsMode::kStarttls;
+  c.tls = o.tls == "none" ? TlsMode::kNone : o.tls == "implicit" ? TlsMode::kImplicit : TlsMode::kStarttls;
   c.verify = o.verify;
   c.ca_file = o.ca_file;
   c.sni = o.sni;
@@ -197,8 +196,7 @@ std::optional<std::string> build_config(const Options& o, bool concurrency_given
   c.sessions = o.sessions;
   if (!c.idle_mode() && c.sessions == 0 && c.duration_s == 0) c.sessions = 100;
   if (c.threads > c.concurrency) {
-    return fmt::format("--threads ({}) must not exceed the concurrency ({})", c.threads,
-                       c.concurrency);
+    return fmt::format("--threads ({}) must not exceed the concurrency ({})", c.threads, c.concurrency);
   }
 
   c.messages_per_session = o.messages_per_session;
@@ -244,14 +242,12 @@ void raise_fd_limit(const LoadgenConfig& config) {
     setrlimit(RLIMIT_NOFILE, &limit);
     getrlimit(RLIMIT_NOFILE, &limit);
   }
-  const std::uint64_t wanted =
-      (config.idle_mode() ? config.idle_sessions : config.concurrency) + 32;
+  const std::uint64_t wanted = (config.idle_mode() ? config.idle_sessions : config.concurrency) + 32;
   if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted) {
     fmt::print(stderr,
                "mxedge-loadgen: warning: only {} file descriptors (hard limit); {} sessions "
                "need about {}\n",
-               limit.rlim_cur, config.idle_mode() ? config.idle_sessions : config.concurrency,
-               wanted);
+               limit.rlim_cur, config.idle_mode() ? config.idle_sessions : config.concurrency, wanted);
   }
 }
 
@@ -268,9 +264,7 @@ void install_signal_handlers() {
 std::vector<WorkerShare> split_work(const LoadgenConfig& config) {
   const unsigned n = config.threads;
   std::vector<WorkerShare> shares(n);
-  auto split = [n](std::uint64_t total, unsigned i) {
-    return total / n + (i < total % n ? 1 : 0);
-  };
+  auto split = [n](std::uint64_t total, unsigned i) { return total / n + (i < total % n ? 1 : 0); };
   for (unsigned i = 0; i < n; ++i) {
     WorkerShare& share = shares[i];
     share.limited = config.sessions != 0;
@@ -322,21 +316,19 @@ int run(const LoadgenConfig& config) {
   spec.domain = config.ehlo;
   spec.size = config.message_size;
   const MessageTemplate message(spec);
-  if (message.message_size() != config.message_size && config.messages_per_session != 0 &&
-      !config.idle_mode() && !config.quiet) {
+  if (message.message_size() != config.message_size && config.messages_per_session != 0 && !config.idle_mode() &&
+      !config.quiet) {
     fmt::print(stderr, "mxedge-loadgen: note: messages are {} bytes (headers alone need that)\n",
                message.message_size());
   }
 
-  const auto run_id = static_cast<std::uint64_t>(
-      std::chrono::system_clock::now().time_since_epoch().count() ^
-      (static_cast<std::int64_t>(getpid()) << 40));
+  const auto run_id = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count() ^
+                                                 (static_cast<std::int64_t>(getpid()) << 40));
   g_control.workers = config.threads;
   const std::vector<WorkerShare> shares = split_work(config);
   std::vector<std::unique_ptr<LoadWorker>> workers;
   for (unsigned i = 0; i < config.threads; ++i) {
-    workers.push_back(std::make_unique<LoadWorker>(config, ssl_ctx.get(), message, g_control, i,
-                                                   shares[i], run_id));
+    workers.push_back(std::make_unique<LoadWorker>(config, ssl_ctx.get(), message, g_control, i, shares[i], run_id));
     if (!workers.back()->init()) {
       fmt::print(stderr, "mxedge-loadgen: epoll_create1: {}\n", std::strerror(errno));
       return kExitFailures;
@@ -366,27 +358,23 @@ int run(const LoadgenConfig& config) {
     if (interrupts != announced_interrupts) {
       announced_interrupts = interrupts;
       fmt::print(stderr, "mxedge-loadgen: {}\n",
-                 interrupts == 1 ? "stopping: finishing the sessions in flight (again to abort)"
-                                 : "aborting");
+                 interrupts == 1 ? "stopping: finishing the sessions in flight (again to abort)" : "aborting");
     }
     const std::int64_t hold_deadline = g_control.hold_deadline_ns.load();
     if (hold_deadline != 0 && !announced_hold && !config.quiet) {
       announced_hold = true;
-      fmt::print(stderr, "mxedge-loadgen: holding {} idle sessions for {} s\n",
-                 sample(workers).idle, config.hold_s);
+      fmt::print(stderr, "mxedge-loadgen: holding {} idle sessions for {} s\n", sample(workers).idle, config.hold_s);
     }
     const std::int64_t now = monotonic_ns();
     if (now < next_report) continue;
     next_report += 1'000'000'000;
     if (config.quiet) continue;
     const LiveTotals t = sample(workers);
-    const std::string total = config.sessions != 0
-                                  ? fmt::format("/{}", config.sessions)
-                                  : config.idle_mode() ? fmt::format("/{}", config.idle_sessions)
-                                                       : std::string();
-    fmt::print(stderr, "t={}s sessions={}{} active={} msgs/s={} hs/s={} errors={}{}\n",
-               (now - start) / 1'000'000'000, t.done, total, t.active, t.messages - last_messages,
-               t.handshakes - last_handshakes, t.errors,
+    const std::string total = config.sessions != 0 ? fmt::format("/{}", config.sessions)
+                              : config.idle_mode() ? fmt::format("/{}", config.idle_sessions)
+                                                   : std::string();
+    fmt::print(stderr, "t={}s sessions={}{} active={} msgs/s={} hs/s={} errors={}{}\n", (now - start) / 1'000'000'000,
+               t.done, total, t.active, t.messages - last_messages, t.handshakes - last_handshakes, t.errors,
                config.idle_mode() ? fmt::format(" idle={}", t.idle) : std::string());
     last_messages = t.messages;
     last_handshakes = t.handshakes;
@@ -411,10 +399,8 @@ int run(const LoadgenConfig& config) {
       std::fwrite(json.data(), 1, json.size(), stdout);
     } else {
       std::FILE* file = std::fopen(config.json_path.c_str(), "w");
-      if (file == nullptr || std::fwrite(json.data(), 1, json.size(), file) != json.size() ||
-          std::fclose(file) != 0) {
-        fmt::print(stderr, "mxedge-loadgen: cannot write {}: {}\n", config.json_path,
-                   std::strerror(errno));
+      if (file == nullptr || std::fwrite(json.data(), 1, json.size(), file) != json.size() || std::fclose(file) != 0) {
+        fmt::print(stderr, "mxedge-loadgen: cannot write {}: {}\n", config.json_path, std::strerror(errno));
         return kExitFailures;
       }
     }
@@ -437,13 +423,9 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(38);
   Options o;
 
-  app.add_option("--server", o.server, "Server to load, HOST:PORT or [IPv6]:PORT")
-      ->required()
-      ->type_name("HOST:PORT");
-  app.add_option("--tls", o.tls, "TLS mode (default starttls)")
-      ->check(CLI::IsMember({"starttls", "implicit", "none"}));
-  auto* verify = app.add_flag("--verify", o.verify,
-                              "Verify the server certificate (default: not verified)");
+  app.add_option("--server", o.server, "Server to load, HOST:PORT or [IPv6]:PORT")->required()->type_name("HOST:PORT");
+  app.add_option("--tls", o.tls, "TLS mode (default starttls)")->check(CLI::IsMember({"starttls", "implicit", "none"}));
+  auto* verify = app.add_flag("--verify", o.verify, "Verify the server certificate (default: not verified)");
   app.add_option("--ca-file", o.ca_file, "PEM CA certificates for --verify (default: system)")
       ->check(CLI::ExistingFile)
       ->needs(verify);
@@ -458,15 +440,14 @@ int main(int argc, char** argv) {
 
   app.add_option("--threads", o.threads, "Event-loop threads, each with its share of sessions")
       ->check(CLI::Range(1u, 256u));
-  auto* sessions = app.add_option("--sessions", o.sessions, "Total sessions to run (default 100)")
-                       ->check(CLI::PositiveNumber);
-  auto* concurrency = app.add_option(
-      "--concurrency,-c", o.concurrency,
-      "Sessions in flight (closed loop, default 10); cap in flight with --rate (default 1000); "
-      "sessions handshaking at once with --idle (default 100)")
-                          ->check(CLI::Range(1u, 1000000u));
-  app.add_option("--rate", o.rate, "Open loop: start this many sessions per second")
-      ->check(CLI::PositiveNumber);
+  auto* sessions =
+      app.add_option("--sessions", o.sessions, "Total sessions to run (default 100)")->check(CLI::PositiveNumber);
+  auto* concurrency =
+      app.add_option("--concurrency,-c", o.concurrency,
+                     "Sessions in flight (closed loop, default 10); cap in flight with --rate (default 1000); "
+                     "sessions handshaking at once with --idle (default 100)")
+          ->check(CLI::Range(1u, 1000000u));
+  app.add_option("--rate", o.rate, "Open loop: start this many sessions per second")->check(CLI::PositiveNumber);
   auto* duration = app.add_option("--duration", o.duration,
                                   "Stop starting sessions after SECONDS (with or instead of "
                                   "--sessions)")
@@ -476,21 +457,16 @@ int main(int argc, char** argv) {
   app.add_option("--message-size", o.message_size,
                  "Size of each message incl. headers: 4096, 4KiB, 1MiB, 1MB (default 4KiB)")
       ->type_name("BYTES");
-  app.add_option("--recipients", o.recipients, "Recipients per message (default 1)")
-      ->check(CLI::Range(1u, 10000u));
+  app.add_option("--recipients", o.recipients, "Recipients per message (default 1)")->check(CLI::Range(1u, 10000u));
   app.add_option("--from", o.from, "Envelope sender (default loadgen@loadgen.example.test)");
   auto* to = app.add_option("--to", o.to,
                             "Recipient; with --recipients R > 1, local1@domain..localR@domain "
                             "(default rcpt@example.test)");
-  app.add_option("--to-domain", o.to_domain, "Recipients user1@DOMAIN..userR@DOMAIN instead")
-      ->excludes(to);
+  app.add_option("--to-domain", o.to_domain, "Recipients user1@DOMAIN..userR@DOMAIN instead")->excludes(to);
   app.add_option("--ehlo", o.ehlo, "EHLO name (default loadgen.example.test)");
-  app.add_flag("--no-pipelining", o.no_pipelining,
-               "Send MAIL, RCPT, DATA in lock-step even if PIPELINING is offered");
-  app.add_option("--timeout", o.timeout, "Per-step timeout in SECONDS (default 60)")
-      ->check(CLI::PositiveNumber);
-  auto* idle = app.add_option("--idle", o.idle,
-                              "Idle mode: open N sessions, handshake, then hold them idle")
+  app.add_flag("--no-pipelining", o.no_pipelining, "Send MAIL, RCPT, DATA in lock-step even if PIPELINING is offered");
+  app.add_option("--timeout", o.timeout, "Per-step timeout in SECONDS (default 60)")->check(CLI::PositiveNumber);
+  auto* idle = app.add_option("--idle", o.idle, "Idle mode: open N sessions, handshake, then hold them idle")
                    ->check(CLI::PositiveNumber)
                    ->excludes(sessions)
                    ->excludes(duration);
@@ -503,11 +479,9 @@ int main(int argc, char** argv) {
                  "(comma-separated), to get past the ephemeral port range")
       ->delimiter(',')
       ->type_name("ADDR,...");
-  app.add_option("--json", o.json, "Also write the report as one JSON object to FILE (- = stdout)")
-      ->type_name("FILE");
+  app.add_option("--json", o.json, "Also write the report as one JSON object to FILE (- = stdout)")->type_name("FILE");
   app.add_flag("--quiet,-q", o.quiet, "No progress line (and no text report with --json -)");
-  app.add_flag("--exit-on-error", o.exit_on_error,
-               "Stop the run at the first failed session (exit status 1)");
+  app.add_flag("--exit-on-error", o.exit_on_error, "Stop the run at the first failed session (exit status 1)");
 
   try {
     app.parse(argc, argv);

@@ -51,14 +51,12 @@ void append_line(std::string& wire, std::size_t line_octets, std::size_t line_nu
 std::string rfc5322_date(std::time_t when) {
   std::tm tm{};
   gmtime_r(&when, &tm);
-  static constexpr std::array<const char*, 7> kDays = {"Sun", "Mon", "Tue", "Wed",
-                                                       "Thu", "Fri", "Sat"};
-  static constexpr std::array<const char*, 12> kMonths = {
-      "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  return fmt::format("{}, {:02} {} {:04} {:02}:{:02}:{:02} +0000",
-                     kDays[static_cast<std::size_t>(tm.tm_wday) % 7], tm.tm_mday,
-                     kMonths[static_cast<std::size_t>(tm.tm_mon) % 12], tm.tm_year + 1900,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+  static constexpr std::array<const char*, 7> kDays = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr std::array<const char*, 12> kMonths = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  return fmt::format("{}, {:02} {} {:04} {:02}:{:02}:{:02} +0000", kDays[static_cast<std::size_t>(tm.tm_wday) % 7],
+                     tm.tm_mday, kMonths[static_cast<std::size_t>(tm.tm_mon) % 12], tm.tm_year + 1900, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec);
 }
 
 MessageTemplate::MessageTemplate(const MessageSpec& spec) : spec_(spec) {
@@ -92,8 +90,7 @@ MessageTemplate::MessageTemplate(const MessageSpec& spec) : spec_(spec) {
   wire_body_.append(".\r\n");
 }
 
-void MessageTemplate::append_headers(std::string& out, std::string_view date,
-                                     std::uint64_t run_id, unsigned worker,
+void MessageTemplate::append_headers(std::string& out, std::string_view date, std::uint64_t run_id, unsigned worker,
                                      std::uint64_t sequence) const {
   fmt::format_to(std::back_inserter(out),
                  "From: <{}>\r\n"
@@ -102,8 +99,8 @@ void MessageTemplate::append_headers(std::string& out, std::string_view date,
                  "Date: {}\r\n"
                  "Message-ID: <{:016x}.{:04x}.{:012x}@{}>\r\n"
                  "\r\n",
-                 spec_.from, spec_.to, sequence % 1000000000000ULL, date, run_id,
-                 worker & 0xffffu, sequence & 0xffffffffffffULL, spec_.domain);
+                 spec_.from, spec_.to, sequence % 1000000000000ULL, date, run_id, worker & 0xffffu,
+                 sequence & 0xffffffffffffULL, spec_.domain);
 }
 
 }  // namespace mxedge::loadgen

@@ -36,9 +36,9 @@ namespace mxedge::loadgen {
 
 struct MessageSpec {
   std::string from;
-  std::string to;          // the To: header (the first recipient)
-  std::string domain;      // right-hand side of Message-ID
-  std::size_t size = 0;    // requested size of header block plus body
+  std::string to;        // the To: header (the first recipient)
+  std::string domain;    // right-hand side of Message-ID
+  std::size_t size = 0;  // requested size of header block plus body
 };
 
 class MessageTemplate {
@@ -48,8 +48,8 @@ class MessageTemplate {
   // Appends the header block of one message, including the empty line that
   // ends it. date is a Date header value from rfc5322_date(); run_id, worker
   // and sequence make the Message-ID unique across runs, threads and messages.
-  void append_headers(std::string& out, std::string_view date, std::uint64_t run_id,
-                      unsigned worker, std::uint64_t sequence) const;
+  void append_headers(std::string& out, std::string_view date, std::uint64_t run_id, unsigned worker,
+                      std::uint64_t sequence) const;
 
   // Dot-stuffed body followed by ".\r\n".
   [[nodiscard]] std::string_view wire_body() const { return wire_body_; }

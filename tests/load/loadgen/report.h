@@ -39,8 +39,7 @@ std::string json_escape(std::string_view text);
 
 std::string json_report(const LoadgenConfig& config, const RunStats& stats, double elapsed_s);
 
-void print_text_report(std::FILE* out, const LoadgenConfig& config, const RunStats& stats,
-                       double elapsed_s);
+void print_text_report(std::FILE* out, const LoadgenConfig& config, const RunStats& stats, double elapsed_s);
 
 std::string_view tls_mode_name(TlsMode mode);
 

@@ -17,13 +17,20 @@ namespace mxedge::loadgen {
 
 std::string_view error_class_name(ErrorClass error_class) {
   switch (error_class) {
-    case ErrorClass::kConnect: return "connect";
-    case ErrorClass::kTls: return "tls";
-    case ErrorClass::kTimeout: return "timeout";
-    case ErrorClass::kReply: return "reply";
-    case ErrorClass::kClosed: return "closed";
-    case ErrorClass::kProtocol: return "protocol";
-    case ErrorClass::kCount: break;
+    case ErrorClass::kConnect:
+      return "connect";
+    case ErrorClass::kTls:
+      return "tls";
+    case ErrorClass::kTimeout:
+      return "timeout";
+    case ErrorClass::kReply:
+      return "reply";
+    case ErrorClass::kClosed:
+      return "closed";
+    case ErrorClass::kProtocol:
+      return "protocol";
+    case ErrorClass::kCount:
+      break;
   }
   return "unknown";
 }
@@ -37,8 +44,7 @@ void RunStats::count(CountMap& map, std::string_view key) {
   }
 }
 
-void RunStats::record_error(ErrorClass error_class, std::string_view key,
-                            std::string_view sample) {
+void RunStats::record_error(ErrorClass error_class, std::string_view key, std::string_view sample) {
   count(errors, key);
   ++error_classes[static_cast<int>(error_class)];
   if (error_samples.size() < kMaxErrorSamples &&
@@ -67,8 +73,7 @@ void RunStats::merge(const RunStats& other) {
   for (const auto& [key, n] : other.tls_versions) tls_versions[key] += n;
   for (const auto& [key, n] : other.tls_ciphers) tls_ciphers[key] += n;
   for (const auto& [key, n] : other.errors) errors[key] += n;
-  for (int i = 0; i < static_cast<int>(ErrorClass::kCount); ++i)
-    error_classes[i] += other.error_classes[i];
+  for (int i = 0; i < static_cast<int>(ErrorClass::kCount); ++i) error_classes[i] += other.error_classes[i];
   for (const std::string& sample : other.error_samples) {
     if (error_samples.size() >= kMaxErrorSamples) break;
     if (std::find(error_samples.begin(), error_samples.end(), sample) == error_samples.end())

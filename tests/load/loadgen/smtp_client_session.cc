@@ -33,6 +33,7 @@
 //   at most one pipelined group or one header block.
 #include "smtp_client_session.h"
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -40,8 +41,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -81,18 +80,30 @@ std::string_view WorkerContext::date() {
 
 std::string_view SmtpClientSession::phase_name(Phase phase) {
   switch (phase) {
-    case Phase::kConnect: return "connect";
-    case Phase::kTlsHandshake: return "tls_handshake";
-    case Phase::kGreeting: return "greeting";
-    case Phase::kEhlo: return "ehlo";
-    case Phase::kStarttls: return "starttls";
-    case Phase::kMail: return "mail";
-    case Phase::kRcpt: return "rcpt";
-    case Phase::kData: return "data";
-    case Phase::kDataEnd: return "data_end";
-    case Phase::kIdle: return "idle";
-    case Phase::kQuit: return "quit";
-    case Phase::kDone: return "done";
+    case Phase::kConnect:
+      return "connect";
+    case Phase::kTlsHandshake:
+      return "tls_handshake";
+    case Phase::kGreeting:
+      return "greeting";
+    case Phase::kEhlo:
+      return "ehlo";
+    case Phase::kStarttls:
+      return "starttls";
+    case Phase::kMail:
+      return "mail";
+    case Phase::kRcpt:
+      return "rcpt";
+    case Phase::kData:
+      return "data";
+    case Phase::kDataEnd:
+      return "data_end";
+    case Phase::kIdle:
+      return "idle";
+    case Phase::kQuit:
+      return "quit";
+    case Phase::kDone:
+      return "done";
   }
   return "unknown";
 }
@@ -104,8 +115,6 @@ SmtpClientSession::~SmtpClientSession() { close_connection(false); }
 void SmtpClientSession::arm_deadline() {
   deadline_ = monotonic_ns() + static_cast<std::int64_t>(ctx_.config.timeout_s * 1e9);
 }
-
-// ---- connection set-up -----------------------------------------------------
 
 void SmtpClientSession::start() {
   ++ctx_.stats.sessions_started;
@@ -123,16 +132,14 @@ void SmtpClientSession::start() {
   const int one = 1;
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (!config.source_addresses.empty()) {
-    const SocketAddress& source =
-        config.source_addresses[ctx_.next_source_address++ % config.source_addresses.size()];
+    const SocketAddress& source = config.source_addresses[ctx_.next_source_address++ % config.source_addresses.size()];
     // Let connect() pick the port: the 4-tuple, not the source port alone,
     // must then be unique, which is what lets many addresses multiply the
     // number of connections to one server.
     setsockopt(fd_, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
     if (bind(fd_, source.get(), source.length) != 0) {
       const int error = errno;
-      fail_and_close(ErrorClass::kConnect, errno_name(error),
-                     fmt::format("bind: {}", std::strerror(error)));
+      fail_and_close(ErrorClass::kConnect, errno_name(error), fmt::format("bind: {}", std::strerror(error)));
       return;
     }
   }
@@ -146,8 +153,7 @@ void SmtpClientSession::start() {
   event.data.ptr = this;
   if (epoll_ctl(ctx_.epoll_fd, EPOLL_CTL_ADD, fd_, &event) != 0) {
     const int error = errno;
-    fail_and_close(ErrorClass::kConnect, errno_name(error),
-                   fmt::format("epoll_ctl: {}", std::strerror(error)));
+    fail_and_close(ErrorClass::kConnect, errno_name(error), fmt::format("epoll_ctl: {}", std::strerror(error)));
   }
 }
 
@@ -184,13 +190,11 @@ bool SmtpClientSession::continue_handshake() {
   if (rc != 1) {
     const int error = SSL_get_error(ssl_, rc);
     if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) return false;
-    fail_and_close(ErrorClass::kTls, "failed",
-                   describe_tls_failure(ssl_, ctx_.config.verify));
+    fail_and_close(ErrorClass::kTls, "failed", describe_tls_failure(ssl_, ctx_.config.verify));
     return false;
   }
   const std::int64_t now = monotonic_ns();
-  ctx_.stats.starttls.record(now - (ctx_.config.tls == TlsMode::kImplicit ? connect_started_
-                                                                            : starttls_sent_));
+  ctx_.stats.starttls.record(now - (ctx_.config.tls == TlsMode::kImplicit ? connect_started_ : starttls_sent_));
   ++ctx_.stats.tls_handshakes;
   LiveCounters::bump(ctx_.live.handshakes);
   ctx_.stats.count(ctx_.stats.tls_versions, SSL_get_version(ssl_));
@@ -208,8 +212,6 @@ bool SmtpClientSession::continue_handshake() {
   }
   return true;
 }
-
-// ---- event handling --------------------------------------------------------
 
 void SmtpClientSession::on_io() {
   if (phase_ == Phase::kConnect && !finish_connect()) return;
@@ -231,8 +233,7 @@ void SmtpClientSession::pump() {
 
 void SmtpClientSession::on_tick(std::int64_t now) {
   if (phase_ == Phase::kDone || deadline_ == 0 || now < deadline_) return;
-  fail_and_close(ErrorClass::kTimeout, "timeout",
-                 fmt::format("no progress for {} s", ctx_.config.timeout_s));
+  fail_and_close(ErrorClass::kTimeout, "timeout", fmt::format("no progress for {} s", ctx_.config.timeout_s));
 }
 
 void SmtpClientSession::end_idle() {
@@ -260,8 +261,6 @@ void SmtpClientSession::abort() {
   LiveCounters::bump(ctx_.live.sessions_active, -1);
   LiveCounters::bump(ctx_.live.sessions_done);
 }
-
-// ---- output ----------------------------------------------------------------
 
 void SmtpClientSession::queue(std::string_view text) {
   if (out_offset_ == out_.size()) {
@@ -295,8 +294,7 @@ bool SmtpClientSession::flush() {
         iov[count++] = {out_.data() + out_offset_, out_.size() - out_offset_};
       }
       if (tail_offset_ < tail_.size()) {
-        iov[count++] = {const_cast<char*>(tail_.data() + tail_offset_),
-                        tail_.size() - tail_offset_};
+        iov[count++] = {const_cast<char*>(tail_.data() + tail_offset_), tail_.size() - tail_offset_};
       }
       msghdr message{};
       message.msg_iov = iov;
@@ -329,8 +327,6 @@ bool SmtpClientSession::flush() {
   }
   return true;
 }
-
-// ---- input -----------------------------------------------------------------
 
 SmtpClientSession::ReadResult SmtpClientSession::read_some(std::size_t& length) {
   if (tls_active_) {
@@ -392,8 +388,7 @@ void SmtpClientSession::process_input(const char* data, std::size_t length) {
 // on (QUIT sent or connection closed).
 bool SmtpClientSession::reply_failure(const SmtpReply& reply) {
   const bool closing = reply.code == 421 || data_mode_;
-  record_failure(ErrorClass::kReply, std::to_string(reply.code),
-                 fmt::format("{} {}", reply.code, reply.text));
+  record_failure(ErrorClass::kReply, std::to_string(reply.code), fmt::format("{} {}", reply.code, reply.text));
   if (closing || phase_ == Phase::kQuit || phase_ == Phase::kIdle) {
     finish();
     return false;
@@ -443,8 +438,7 @@ void SmtpClientSession::handle_reply(const SmtpReply& reply, bool more_input) {
         return;
       }
       if (more_input || output_pending()) {
-        fail_and_close(ErrorClass::kProtocol, "plaintext_after_220",
-                       "server sent plaintext after 220 to STARTTLS");
+        fail_and_close(ErrorClass::kProtocol, "plaintext_after_220", "server sent plaintext after 220 to STARTTLS");
         return;
       }
       begin_tls();
@@ -534,8 +528,6 @@ void SmtpClientSession::handle_reply(const SmtpReply& reply, bool more_input) {
                  fmt::format("reply while not expecting one: {} {}", reply.code, reply.text));
 }
 
-// ---- SMTP commands ---------------------------------------------------------
-
 void SmtpClientSession::after_ehlo() {
   if (ctx_.config.idle_mode()) {
     if (ctx_.skip_idle) {
@@ -586,8 +578,7 @@ void SmtpClientSession::send_rcpt() {
 }
 
 void SmtpClientSession::send_content() {
-  ctx_.message.append_headers(out_, ctx_.date(), ctx_.run_id, ctx_.worker_index,
-                              ctx_.message_sequence++);
+  ctx_.message.append_headers(out_, ctx_.date(), ctx_.run_id, ctx_.worker_index, ctx_.message_sequence++);
   tail_ = ctx_.message.wire_body();
   tail_offset_ = 0;
   data_mode_ = true;
@@ -601,10 +592,7 @@ void SmtpClientSession::send_quit() {
   arm_deadline();
 }
 
-// ---- ending ----------------------------------------------------------------
-
-void SmtpClientSession::record_failure(ErrorClass error_class, std::string_view kind,
-                                       std::string_view detail) {
+void SmtpClientSession::record_failure(ErrorClass error_class, std::string_view kind, std::string_view detail) {
   if (failed_) return;
   failed_ = true;
   if (in_message_) {
@@ -613,13 +601,11 @@ void SmtpClientSession::record_failure(ErrorClass error_class, std::string_view 
   }
   if (phase_ == Phase::kIdle) ++ctx_.stats.idle_dropped;
   const std::string_view phase = phase_name(phase_);
-  ctx_.stats.record_error(error_class, fmt::format("{}.{}", phase, kind),
-                          fmt::format("{}: {}", phase, detail));
+  ctx_.stats.record_error(error_class, fmt::format("{}.{}", phase, kind), fmt::format("{}: {}", phase, detail));
   LiveCounters::bump(ctx_.live.errors);
 }
 
-void SmtpClientSession::fail_and_close(ErrorClass error_class, std::string_view kind,
-                                       std::string_view detail) {
+void SmtpClientSession::fail_and_close(ErrorClass error_class, std::string_view kind, std::string_view detail) {
   record_failure(error_class, kind, detail);
   finish();
 }

@@ -55,10 +55,9 @@ namespace mxedge::loadgen {
 std::int64_t monotonic_ns();
 
 struct WorkerContext {
-  WorkerContext(const LoadgenConfig& config_in, SSL_CTX* ssl_ctx_in,
-                const MessageTemplate& message_in, RunStats& stats_in, LiveCounters& live_in)
-      : config(config_in), ssl_ctx(ssl_ctx_in), message(message_in), stats(stats_in),
-        live(live_in) {}
+  WorkerContext(const LoadgenConfig& config_in, SSL_CTX* ssl_ctx_in, const MessageTemplate& message_in,
+                RunStats& stats_in, LiveCounters& live_in)
+      : config(config_in), ssl_ctx(ssl_ctx_in), message(message_in), stats(stats_in), live(live_in) {}
 
   const LoadgenConfig& config;
   SSL_CTX* ssl_ctx;  // null when --tls none
@@ -142,9 +141,7 @@ class SmtpClientSession {
   void send_content();
   void send_quit();
   void queue(std::string_view text);
-  [[nodiscard]] bool output_pending() const {
-    return out_offset_ < out_.size() || tail_offset_ < tail_.size();
-  }
+  [[nodiscard]] bool output_pending() const { return out_offset_ < out_.size() || tail_offset_ < tail_.size(); }
 
   void record_failure(ErrorClass error_class, std::string_view kind, std::string_view detail);
   void fail_and_close(ErrorClass error_class, std::string_view kind, std::string_view detail);

@@ -55,8 +55,8 @@ std::string sanitize_text(std::string_view text, std::size_t max_length) {
 
 SmtpReplyParser::Status SmtpReplyParser::take_line(std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  if (line.size() < 3 || line[0] < '2' || line[0] > '5' || !is_digit(line[1]) ||
-      !is_digit(line[2]) || (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
+  if (line.size() < 3 || line[0] < '2' || line[0] > '5' || !is_digit(line[1]) || !is_digit(line[2]) ||
+      (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
     error_ = "malformed reply line";
     return Status::kError;
   }
@@ -125,4 +125,3 @@ void SmtpReplyParser::release_memory() {
 }
 
 }  // namespace mxedge::loadgen
-

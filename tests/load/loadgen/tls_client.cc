@@ -14,11 +14,10 @@
 //   call, so an error described here belongs to the session that failed.
 #include "tls_client.h"
 
+#include <fmt/format.h>
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
-
-#include <fmt/format.h>
 
 namespace mxedge::loadgen {
 
@@ -28,16 +27,14 @@ SslCtxPtr make_client_context(const LoadgenConfig& config, std::string& error) {
     error = "SSL_CTX_new failed";
     return nullptr;
   }
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_mode(ctx.get(),
+                   SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-  if (config.tls_min_version != 0 &&
-      SSL_CTX_set_min_proto_version(ctx.get(), config.tls_min_version) != 1) {
+  if (config.tls_min_version != 0 && SSL_CTX_set_min_proto_version(ctx.get(), config.tls_min_version) != 1) {
     error = "cannot set the minimum TLS version";
     return nullptr;
   }
-  if (config.tls_max_version != 0 &&
-      SSL_CTX_set_max_proto_version(ctx.get(), config.tls_max_version) != 1) {
+  if (config.tls_max_version != 0 && SSL_CTX_set_max_proto_version(ctx.get(), config.tls_max_version) != 1) {
     error = "cannot set the maximum TLS version";
     return nullptr;
   }
@@ -45,14 +42,12 @@ SslCtxPtr make_client_context(const LoadgenConfig& config, std::string& error) {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     const int loaded = config.ca_file.empty()
                            ? SSL_CTX_set_default_verify_paths(ctx.get())
-                           : SSL_CTX_load_verify_locations(ctx.get(), config.ca_file.c_str(),
-                                                           nullptr);
+                           : SSL_CTX_load_verify_locations(ctx.get(), config.ca_file.c_str(), nullptr);
     if (loaded != 1) {
-      error = fmt::format("cannot load CA certificates{}{}: {}",
-                          config.ca_file.empty() ? "" : " from ", config.ca_file,
-                          ERR_reason_error_string(ERR_peek_last_error())
-                              ? ERR_reason_error_string(ERR_peek_last_error())
-                              : "unknown error");
+      error =
+          fmt::format("cannot load CA certificates{}{}: {}", config.ca_file.empty() ? "" : " from ", config.ca_file,
+                      ERR_reason_error_string(ERR_peek_last_error()) ? ERR_reason_error_string(ERR_peek_last_error())
+                                                                     : "unknown error");
       ERR_clear_error();
       return nullptr;
     }

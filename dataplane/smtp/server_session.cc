@@ -311,13 +311,15 @@ bool ServerSession::begin_message() {
   // RFC 5321 4.4 trace information; protocol names from RFC 3848 and RFC 6531.
   std::string proto = env_.smtputf8 ? "UTF8SMTP" : (esmtp_ ? "ESMTP" : "SMTP");
   if (tls_.active) proto += "S";
+  // The date follows the last clause after ";" on the same line: a line that began with ";" would
+  // end the header section for every reader downstream.
   std::string h = "Received: from " + helo_ + " ([" + client_address_ + "])\r\n\tby " + policy_->hostname +
-                  " (mxedge) with " + proto + " id " + env_.queue_id + "\r\n";
+                  " (mxedge) with " + proto + " id " + env_.queue_id;
   if (tls_.active) {
-    h += "\t(using " + tls_.version + " with cipher " + tls_.cipher + " (" + std::to_string(tls_.bits) + "/" +
-         std::to_string(tls_.bits) + " bits))\r\n";
+    h += "\r\n\t(using " + tls_.version + " with cipher " + tls_.cipher + " (" + std::to_string(tls_.bits) + "/" +
+         std::to_string(tls_.bits) + " bits))";
   }
-  if (env_.recipients.size() == 1) h += "\tfor <" + header_safe(env_.recipients.front().address, 300) + ">";
+  if (env_.recipients.size() == 1) h += "\r\n\tfor <" + header_safe(env_.recipients.front().address, 300) + ">";
   h += "; " + host_->rfc5322_date() + "\r\n";
   sink_->append(h);
   env_.size = h.size();

@@ -222,6 +222,42 @@ TEST_F(SessionTest, StartTlsDiscardsPipelinedPlaintextAndResetsState) {
   EXPECT_NE(host.bodies.back().find("(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))"), std::string::npos);
 }
 
+// Every line of our Received: header after the first is a continuation (starts with a tab), whatever
+// the number of recipients and whether TLS is on: otherwise the next hop would read the rest of the
+// header section as body.
+TEST_F(SessionTest, ReceivedHeaderIsOneFoldedHeader) {
+  for (bool tls : {false, true}) {
+    for (int rcpts : {1, 2}) {
+      start();
+      if (tls) {
+        send("STARTTLS\r\n");
+        session->tls_started(TlsState{true, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", 128});
+      }
+      ehlo();
+      send("MAIL FROM:<s@r.test>\r\n");
+      for (int i = 0; i < rcpts; ++i) send("RCPT TO:<u" + std::to_string(i) + "@lab.test>\r\n");
+      send("DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+      const std::string& b = host.bodies.back();
+      size_t end = b.find("Subject: x\r\n");
+      ASSERT_NE(end, std::string::npos);
+      std::string received = b.substr(0, end);
+      size_t pos = 0;
+      int line = 0;
+      while (pos < received.size()) {
+        size_t eol = received.find("\r\n", pos);
+        ASSERT_NE(eol, std::string::npos);
+        if (line++ == 0) {
+          EXPECT_EQ(received.compare(pos, 10, "Received: "), 0);
+        } else {
+          EXPECT_EQ(received[pos], '\t') << received;
+        }
+        pos = eol + 2;
+      }
+      EXPECT_NE(received.find("; Sun, 22 Nov 2026 18:00:00 +0000\r\n"), std::string::npos) << received;
+    }
+  }
+}
+
 TEST_F(SessionTest, StartTlsVariants) {
   start();
   EXPECT_EQ(send("STARTTLS now\r\n"), "501 5.5.4 Syntax: STARTTLS\r\n");

@@ -60,7 +60,15 @@ void InboundConnection::greet() {
 
 void InboundConnection::touch() {
   last_activity_ms_ = worker_.loop().now_ms();
-  arm_at(last_activity_ms_ + current_timeout());
+  rearm();
+}
+
+// The next timer event: the idle timeout, or the next data-rate check if that comes first. Activity
+// moves the idle timeout but never postpones a due rate check, so a trickling client is still measured.
+void InboundConnection::rearm() {
+  int64_t next = last_activity_ms_ + current_timeout();
+  if (in_data_ && runtime_->min_data_rate > 0) next = std::min(next, rate_check_ms_);
+  arm_at(next);
 }
 
 int64_t InboundConnection::current_timeout() const {
@@ -160,9 +168,11 @@ void InboundConnection::pump() {
     session_.on_input(std::string_view(worker_.scratch(), static_cast<size_t>(n)));
     bool was_in_data = in_data_;
     in_data_ = session_.in_data_phase();
-    if (in_data_ && !was_in_data) data_started_ms_ = worker_.loop().now_ms();
+    if (in_data_ && !was_in_data) {
+      data_started_ms_ = worker_.loop().now_ms();
+      rate_check_ms_ = data_started_ms_ + std::max<int64_t>(runtime_->data_rate_grace_ms, 1000);
+    }
     touch();
-    if (in_data_ && runtime_->min_data_rate > 0) arm_at(std::min(deadline(), worker_.loop().now_ms() + 1000));
     if (!flush()) return;
   }
   after_step();
@@ -204,6 +214,7 @@ bool InboundConnection::flush() {
 
 void InboundConnection::after_step() {
   if (state_ == State::kClosed) return;
+  if (!session_.output().empty() && state_ != State::kStartTlsFlush && !flush()) return;
   using Want = smtp::ServerSession::Want;
   switch (session_.want()) {
     case Want::kInput:
@@ -310,18 +321,16 @@ void InboundConnection::on_timer() {
     after_step();
     return;
   }
-  if (in_data_ && runtime_->min_data_rate > 0 && now - data_started_ms_ >= runtime_->data_rate_grace_ms) {
-    uint64_t elapsed = static_cast<uint64_t>(now - data_started_ms_);
+  if (in_data_ && runtime_->min_data_rate > 0 && now >= rate_check_ms_) {
+    uint64_t elapsed = static_cast<uint64_t>(std::max<int64_t>(1, now - data_started_ms_));
     if (session_.data_bytes() * 1000 / elapsed < runtime_->min_data_rate) {
       session_.data_rate_too_low();
-      flush();
       after_step();
       return;
     }
+    rate_check_ms_ = now + 1000;
   }
-  int64_t next = last_activity_ms_ + current_timeout();
-  if (in_data_ && runtime_->min_data_rate > 0) next = std::min(next, now + 1000);
-  arm_at(next);
+  rearm();
 }
 
 void InboundConnection::shutdown() {
@@ -343,6 +352,11 @@ void InboundConnection::close(std::string_view reason) {
     if (reason == "quit" || reason == "shutdown") SSL_shutdown(ssl_);  // best effort close_notify
     SSL_free(ssl_);
     ssl_ = nullptr;
+  }
+  // Unread input at close() makes the kernel answer with RST, which can destroy our last reply (a 421
+  // or 554) before the client reads it: discard what is already queued first.
+  for (int i = 0; i < 16; ++i) {
+    if (::recv(fd_, worker_.scratch(), worker_.scratch_size(), MSG_DONTWAIT) <= 0) break;
   }
   ::close(fd_);
   worker_.limits().release(peer_);

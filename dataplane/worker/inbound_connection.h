@@ -47,6 +47,7 @@ class InboundConnection final : public IoHandler, public Timer {
   void close(std::string_view reason);
   void commit_done(smtp::CommitStatus status);
   void touch();
+  void rearm();
   int64_t current_timeout() const;
 
   Worker& worker_;
@@ -65,6 +66,7 @@ class InboundConnection final : public IoHandler, public Timer {
   int64_t started_ms_ = 0;
   int64_t last_activity_ms_ = 0;
   int64_t data_started_ms_ = 0;
+  int64_t rate_check_ms_ = 0;
   std::string close_reason_;
 };
 

@@ -20,8 +20,6 @@ if TESTS_DIR not in sys.path:
 from lab.fixtures import *  # noqa: E402,F401,F403
 from lab import flows  # noqa: E402
 
-HOSTNAME = "mx.lab.test"
-
 
 @pytest.fixture
 def session():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab import flows, smtp_client
+from lab import smtp_client
 
 # --------------------------------------------------------------------------------------------------
 # BDAT
@@ -12,7 +12,7 @@ def test_bdat_chunks_binary_safe(gateway, smtp_sink, session):
     c = session(gateway)
     assert "CHUNKING" in c.extensions
     mid, content = smtp_client.build_message(
-        body=b".leading dot\r\n..two dots\r\n.\r\nmiddle\r\n" + "Grüße 8bit\r\n".encode() + b"x" * 3000 + b"\r\nend\r\n")
+        body=b".leading dot\r\n..two dots\r\n.\r\nmiddle\r\n" + "Grüße 8bit\r\n".encode() + (b"x" * 70 + b"\r\n") * 40 + b"end\r\n")
     c.mail("chunks@example.test").expect(250)
     c.rcpt("user@lab.test").expect(250)
     # cut points: inside a header, between CR and LF, right before a "." line, arbitrary

@@ -287,8 +287,8 @@ def test_postfix_receiver_smtputf8(postfix_factory):
 def test_loadsend_counts_acks_against_postfix(postfix_factory, smtp_sink):
     relay = postfix_factory("relay", sink_port=smtp_sink.port)
     load = loadsend.LoadSender("127.0.0.1", relay.smtpd_port, threads=2, messages_per_session=3,
-                               starttls=True, total=12).start()
-    load.join(60)
+                               starttls=True, total=12, timeout=30).start()
+    load.join(120)
     assert len(load.acked()) == 12, [r.reply or r.error for r in load.results]
     smtp_sink.wait_for_messages(12, timeout=30)
     assert sorted(smtp_sink.message_ids()) == sorted(load.acked())

@@ -22,8 +22,9 @@
 // SECURITY
 //   Runs unprivileged; it only needs more file descriptors, which it takes up
 //   to the hard limit. It talks to the server under test, which is untrusted:
-//   every reply is parsed with bounds (smtp_reply.h). Option values that end up
-//   in SMTP commands or headers are checked for CR, LF and other controls.
+//   every reply is parsed with bounds (dataplane/smtp/smtp_reply.h). Option
+//   values that end up in SMTP commands or headers are checked for CR, LF and
+//   other controls.
 #include <fmt/format.h>
 #include <openssl/ssl.h>
 #include <signal.h>

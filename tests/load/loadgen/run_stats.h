@@ -18,7 +18,7 @@
 //
 // SECURITY
 //   Error samples hold reply text from the server under test; it is sanitised
-//   (smtp_reply.h) before it is stored, and at most kMaxErrorSamples distinct
+//   (reply_summary() in smtp_client_session.cc) before it is stored, and at most kMaxErrorSamples distinct
 //   samples are kept, so a hostile server cannot grow them.
 #pragma once
 

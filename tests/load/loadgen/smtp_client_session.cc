@@ -28,7 +28,8 @@
 //   RFC 3207 section 4.2 (discard knowledge from before TLS; re-EHLO).
 //
 // SECURITY
-//   See smtp_client_session.h. The reply parser bounds everything read; the
+//   See smtp_client_session.h. The reply parser bounds everything read (and
+//   reply text is sanitised by reply_summary() before it reaches a report); the
 //   only other per-session allocation is the owned output head, which holds
 //   at most one pipelined group or one header block.
 #include "smtp_client_session.h"
@@ -59,6 +60,24 @@ constexpr std::size_t kMaxTlsWrite = 16384;
 std::string_view errno_name(int error) {
   const char* name = strerrorname_np(error);
   return name != nullptr ? std::string_view(name) : std::string_view("EUNKNOWN");
+}
+
+// Longest reply text kept in an error report.
+constexpr std::size_t kMaxReplyText = 200;
+
+// "CODE first-line-text" of an untrusted reply, printable and bounded: bytes
+// outside 0x20..0x7e become '?', the text is cut at kMaxReplyText bytes.
+std::string reply_summary(const smtp::Reply& reply) {
+  std::string out = std::to_string(reply.code);
+  if (reply.lines.empty() || reply.lines.front().empty()) return out;
+  out += ' ';
+  const std::string& text = reply.lines.front();
+  const std::size_t length = std::min(text.size(), kMaxReplyText);
+  for (std::size_t i = 0; i < length; ++i) {
+    const char c = text[i];
+    out.push_back(c >= 0x20 && c <= 0x7e ? c : '?');
+  }
+  return out;
 }
 
 }  // namespace
@@ -367,17 +386,19 @@ SmtpClientSession::ReadResult SmtpClientSession::read_some(std::size_t& length) 
 }
 
 void SmtpClientSession::process_input(const char* data, std::size_t length) {
-  std::size_t offset = 0;
-  while (offset < length && phase_ != Phase::kDone) {
-    std::size_t used = 0;
-    const auto status = parser_.feed(std::string_view(data + offset, length - offset), used);
-    offset += used;
-    if (status == SmtpReplyParser::Status::kError) {
+  std::string_view rest(data, length);
+  while (!rest.empty() && phase_ != Phase::kDone) {
+    // feed() stops right after each complete reply (rest keeps what follows),
+    // so that the bytes after "220" to STARTTLS are never read as plaintext
+    // replies; after kReply nothing of a later reply is buffered in the parser.
+    const auto status = parser_.feed(rest);
+    if (status == smtp::ReplyParser::Result::kError) {
       fail_and_close(ErrorClass::kProtocol, "malformed_reply", parser_.error());
       return;
     }
-    if (status == SmtpReplyParser::Status::kNeedMore) return;
-    handle_reply(parser_.reply(), offset < length || parser_.has_partial());
+    if (status == smtp::ReplyParser::Result::kNeedMore) return;
+    const smtp::Reply reply = parser_.take();
+    handle_reply(reply, !rest.empty());
     // After "220" to STARTTLS the rest of the stream belongs to TLS.
     if (phase_ == Phase::kTlsHandshake) return;
   }
@@ -386,9 +407,9 @@ void SmtpClientSession::process_input(const char* data, std::size_t length) {
 // Records an unexpected reply. Returns true when the caller should keep
 // reading the replies of a pipelined group, false when the session has moved
 // on (QUIT sent or connection closed).
-bool SmtpClientSession::reply_failure(const SmtpReply& reply) {
+bool SmtpClientSession::reply_failure(const smtp::Reply& reply) {
   const bool closing = reply.code == 421 || data_mode_;
-  record_failure(ErrorClass::kReply, std::to_string(reply.code), fmt::format("{} {}", reply.code, reply.text));
+  record_failure(ErrorClass::kReply, std::to_string(reply.code), reply_summary(reply));
   if (closing || phase_ == Phase::kQuit || phase_ == Phase::kIdle) {
     finish();
     return false;
@@ -398,7 +419,7 @@ bool SmtpClientSession::reply_failure(const SmtpReply& reply) {
   return false;
 }
 
-void SmtpClientSession::handle_reply(const SmtpReply& reply, bool more_input) {
+void SmtpClientSession::handle_reply(const smtp::Reply& reply, bool more_input) {
   arm_deadline();
   switch (phase_) {
     case Phase::kGreeting:
@@ -416,10 +437,10 @@ void SmtpClientSession::handle_reply(const SmtpReply& reply, bool more_input) {
         reply_failure(reply);
         return;
       }
-      pipelining_ = ctx_.config.pipelining_allowed && (reply.extensions & kExtPipelining) != 0;
-      size_advertised_ = (reply.extensions & kExtSize) != 0;
+      pipelining_ = ctx_.config.pipelining_allowed && smtp::ehlo_has(reply, "PIPELINING");
+      size_advertised_ = smtp::ehlo_has(reply, "SIZE");
       if (ctx_.config.tls == TlsMode::kStarttls && !tls_active_) {
-        if ((reply.extensions & kExtStarttls) == 0) {
+        if (!smtp::ehlo_has(reply, "STARTTLS")) {
           record_failure(ErrorClass::kTls, "no_starttls", "STARTTLS not advertised");
           send_quit();
           return;
@@ -482,7 +503,7 @@ void SmtpClientSession::handle_reply(const SmtpReply& reply, bool more_input) {
     case Phase::kDataEnd:
       if (output_pending()) {
         record_failure(ErrorClass::kProtocol, "early_reply",
-                       fmt::format("reply before end of data: {} {}", reply.code, reply.text));
+                       fmt::format("reply before end of data: {}", reply_summary(reply)));
         finish();
         return;
       }
@@ -525,7 +546,7 @@ void SmtpClientSession::handle_reply(const SmtpReply& reply, bool more_input) {
       break;
   }
   fail_and_close(ErrorClass::kProtocol, "unexpected_reply",
-                 fmt::format("reply while not expecting one: {} {}", reply.code, reply.text));
+                 fmt::format("reply while not expecting one: {}", reply_summary(reply)));
 }
 
 void SmtpClientSession::after_ehlo() {
@@ -541,7 +562,7 @@ void SmtpClientSession::after_ehlo() {
     ++ctx_.stats.idle_reached;
     LiveCounters::bump(ctx_.live.idle);
     // Nothing is buffered while idle; give the memory back.
-    parser_.release_memory();
+    parser_ = smtp::ReplyParser();
     std::string().swap(out_);
     out_offset_ = 0;
     return;

@@ -28,7 +28,10 @@
 //   RFC 8314 (implicit TLS), RFC 1870 (SIZE parameter when advertised).
 //
 // SECURITY
-//   The server is untrusted. Replies go through the bounded SmtpReplyParser;
+//   The server is untrusted. Replies go through the product's bounded reply
+//   parser (dataplane/smtp/smtp_reply.h, mxedge::smtp::ReplyParser, the one the
+//   gateway's relay uses toward its next hop); reply text is sanitised before
+//   it is stored in reports;
 //   plaintext received after "220" to STARTTLS ends the session (it would
 //   otherwise be processed as if it had been protected by TLS); capabilities
 //   learnt before TLS are discarded and relearnt from the EHLO after it.
@@ -44,10 +47,10 @@
 #include <string>
 #include <string_view>
 
+#include "dataplane/smtp/smtp_reply.h"
 #include "loadgen_config.h"
 #include "message_template.h"
 #include "run_stats.h"
-#include "smtp_reply.h"
 
 namespace mxedge::loadgen {
 
@@ -133,8 +136,8 @@ class SmtpClientSession {
   bool flush();
   ReadResult read_some(std::size_t& length);
   void process_input(const char* data, std::size_t length);
-  void handle_reply(const SmtpReply& reply, bool more_input);
-  bool reply_failure(const SmtpReply& reply);
+  void handle_reply(const smtp::Reply& reply, bool more_input);
+  bool reply_failure(const smtp::Reply& reply);
   void after_ehlo();
   void start_message();
   void send_rcpt();
@@ -177,7 +180,7 @@ class SmtpClientSession {
   std::string_view tail_;
   std::size_t tail_offset_ = 0;
 
-  SmtpReplyParser parser_;
+  smtp::ReplyParser parser_;
 };
 
 }  // namespace mxedge::loadgen

@@ -251,10 +251,7 @@ void RelayConnection::on_reply(const smtp::Reply& r) {
         close("next hop does not offer STARTTLS, which next_hop.tls requires", true);
         return;
       }
-      greeted_ok_ = true;
-      relay_.hop_ok();
-      state_ = State::kIdle;
-      offer_work();
+      ready_for_mail();
       return;
     }
     case State::kStartTls: {
@@ -263,10 +260,7 @@ void RelayConnection::on_reply(const smtp::Reply& r) {
           close("next hop refused STARTTLS: " + r.text(), true);
           return;
         }
-        greeted_ok_ = true;
-        relay_.hop_ok();
-        state_ = State::kIdle;
-        offer_work();
+        ready_for_mail();  // opportunistic: carry on in plaintext
         return;
       }
       parser_ = smtp::ReplyParser();  // anything already received is discarded, never read as TLS replies
@@ -304,6 +298,13 @@ void RelayConnection::on_reply(const smtp::Reply& r) {
       close("unexpected reply from next hop: " + r.text(), false);
       return;
   }
+}
+
+void RelayConnection::ready_for_mail() {
+  greeted_ok_ = true;
+  relay_.hop_ok();
+  state_ = State::kIdle;
+  offer_work();
 }
 
 bool RelayConnection::offer_work() {

@@ -48,6 +48,7 @@ class RelayConnection final : public worker::IoHandler, public worker::Timer {
   void send(std::string_view text);
   bool write_out();
   void send_ehlo();
+  void ready_for_mail();
   void begin_transaction(spool::SpoolEntry* e);
   void on_transaction_reply(const smtp::Reply& r);
   void send_next_lockstep();

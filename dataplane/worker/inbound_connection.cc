@@ -129,6 +129,10 @@ void InboundConnection::on_io(uint32_t events) {
     default:
       break;
   }
+  if ((events & (EPOLLERR | EPOLLHUP)) && (state_ == State::kClosing || state_ == State::kStartTlsFlush)) {
+    close("peer closed");  // the final reply or the STARTTLS 220 can no longer be delivered
+    return;
+  }
   if (events & EPOLLOUT) {
     if (!flush()) return;
     if (state_ == State::kStartTlsFlush || state_ == State::kClosing) {

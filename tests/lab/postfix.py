@@ -455,19 +455,7 @@ def _start_time(pid: int) -> str | None:
 
 def _group_members(pgid: int) -> dict[int, str]:
     """{pid: start time} of the processes in process group `pgid`."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            out[int(entry)] = fields[19]
-    return out
+    return {pid: fields[19] for pid, _, fields in util.proc_stats() if int(fields[2]) == pgid}
 
 
 # --------------------------------------------------------------------------------------------------

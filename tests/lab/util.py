@@ -295,11 +295,8 @@ def enable_subreaper() -> bool:
     return _subreaper
 
 
-def reap_zombies(names: frozenset[str] = POSTFIX_PROCESS_NAMES) -> int:
-    """waitpid() our zombie children whose command name is in `names` (never those of subprocess
-    objects we manage: their status belongs to them). Returns how many were reaped."""
-    me = os.getpid()
-    reaped = 0
+def proc_stats():
+    """(pid, command name, fields after the name) of every process in /proc/<pid>/stat."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -308,12 +305,19 @@ def reap_zombies(names: frozenset[str] = POSTFIX_PROCESS_NAMES) -> int:
                 stat = f.read()
         except OSError:
             continue
-        comm = stat[stat.find("(") + 1:stat.rfind(")")]
-        fields = stat[stat.rfind(")") + 2:].split()
+        yield int(entry), stat[stat.find("(") + 1:stat.rfind(")")], stat[stat.rfind(")") + 2:].split()
+
+
+def reap_zombies(names: frozenset[str] = POSTFIX_PROCESS_NAMES) -> int:
+    """waitpid() our zombie children whose command name is in `names` (never those of subprocess
+    objects we manage: their status belongs to them). Returns how many were reaped."""
+    me = os.getpid()
+    reaped = 0
+    for pid, comm, fields in proc_stats():
         if fields[0] != "Z" or int(fields[1]) != me or comm not in names:
             continue
         try:
-            os.waitpid(int(entry), os.WNOHANG)
+            os.waitpid(pid, os.WNOHANG)
             reaped += 1
         except ChildProcessError:
             pass

@@ -2,6 +2,8 @@
 #include "dataplane/relay/relay_connection.h"
 
 #include <openssl/x509v3.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -63,6 +65,8 @@ void RelayConnection::start() {
     close(std::string("socket: ") + std::strerror(errno), true);
     return;
   }
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   int rc = ::connect(fd_, addr.get(), addr.length);
   if (rc != 0 && errno != EINPROGRESS) {
     close(std::string("connect: ") + std::strerror(errno), true);
@@ -109,7 +113,8 @@ void RelayConnection::on_connected() {
 
 void RelayConnection::read_input() {
   char buf[16384];
-  for (int round = 0; round < 16 && state_ != State::kClosed; ++round) {
+  // With read-ahead OpenSSL may hold whole records the socket no longer signals: drain those too.
+  for (int round = 0; (round < 16 || (ssl_ != nullptr && SSL_has_pending(ssl_))) && state_ != State::kClosed; ++round) {
     ssize_t n;
     if (ssl_ != nullptr) {
       int rc = SSL_read(ssl_, buf, sizeof buf);

@@ -1,5 +1,4 @@
-// CRC-32C (Castagnoli), used to detect torn or corrupted spool records. Table-driven; small and fast
-// enough next to an fdatasync.
+// CRC-32C (Castagnoli), used to detect torn or corrupted spool records.
 #pragma once
 
 #include <cstddef>
@@ -10,5 +9,10 @@ namespace mxedge::spool {
 
 uint32_t crc32c(uint32_t crc, const void* data, size_t length);
 inline uint32_t crc32c(std::string_view s) { return crc32c(0, s.data(), s.size()); }
+
+namespace detail {
+// The table-driven path, exposed so tests can compare it with the hardware path.
+uint32_t crc32c_portable_for_test(uint32_t crc, const void* data, size_t length);
+}  // namespace detail
 
 }  // namespace mxedge::spool

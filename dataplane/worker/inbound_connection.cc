@@ -95,6 +95,7 @@ void InboundConnection::handshake() {
     if (state_ == State::kImplicitHandshake) {
       session_.tls_handshake_done_implicit(t);
       greet();
+      if (state_ == State::kSmtp && ssl_ != nullptr && SSL_has_pending(ssl_)) pump();  // read ahead
     } else {
       session_.tls_started(t);
       state_ = State::kSmtp;
@@ -145,7 +146,10 @@ void InboundConnection::on_io(uint32_t events) {
 
 void InboundConnection::pump() {
   // A bounded number of reads per turn keeps one fast client from starving the others.
-  for (int round = 0; round < 16 && state_ == State::kSmtp && session_.want() == smtp::ServerSession::Want::kInput; ++round) {
+  // With read-ahead OpenSSL may hold records the socket no longer signals: those are drained as well.
+  for (int round = 0; (round < 16 || (ssl_ != nullptr && SSL_has_pending(ssl_))) && state_ == State::kSmtp &&
+                      session_.want() == smtp::ServerSession::Want::kInput;
+       ++round) {
     ssize_t n;
     if (ssl_ != nullptr) {
       int rc = SSL_read(ssl_, worker_.scratch(), static_cast<int>(worker_.scratch_size()));

@@ -3,6 +3,8 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -161,6 +163,10 @@ void Worker::accept_ready(size_t li) {
       if (errno == EMFILE || errno == ENFILE) log::error("accept.fd_exhausted").kv("worker", index_);
       return;
     }
+    // SMTP is request/response in small writes: without TCP_NODELAY a reply written after TLS session
+    // tickets waits for the client's delayed ACK (about 40 ms per session).
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     SocketAddress peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
     const ListenerRuntime& lr = runtime_->listeners[li];
     auto verdict = limits_.acquire(peer, runtime_->connections_per_source, runtime_->sessions_total);

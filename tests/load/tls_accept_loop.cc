@@ -4,15 +4,17 @@
 //   The least a TLS-terminating SMTP server can do per connection, as one thread pinned to one CPU:
 //   blocking accept(), SSL_accept() (implicit TLS), "220 bare ESMTP", "250 bare" to EHLO/HELO,
 //   "221 bye" to QUIT, one close_notify, close(). No event loop, no per-session state beyond the SSL
-//   object, no logging.
+//   object, no logging. bench_inbound.py drives it and mxedge-dataplane (one worker on the same CPU)
+//   with the same `mxedge-loadgen --tls implicit --messages-per-session 0` command line. Because it
+//   serves one connection at a time it waits for the client between its steps, so besides the raw
+//   rates, handshakes per CPU-second of each server is the per-core efficiency to compare.
 //
-//   TCP_NODELAY is set on every accepted socket. Without it this loop serves ~20 sessions/s: with
-//   TLS 1.3 the server writes two NewSessionTicket records after the client's Finished, Nagle holds
-//   the second (and the 220 behind it) until the first is acknowledged, and the client, which has
-//   nothing to send, delays that ACK by ~40 ms. A blocking one-connection-at-a-time loop would then
-//   measure delayed-ACK timers, not handshake cost. bench_inbound.py drives it and mxedge-dataplane (one worker on the same CPU)
-//   with the same `mxedge-loadgen --tls implicit --messages-per-session 0` command line; the ratio of
-//   the two handshake rates is how close mxedge's event loop and session code come to raw OpenSSL.
+//   TCP_NODELAY is set on every accepted socket. Without it this loop serves ~20 sessions/s: the
+//   server's last handshake flight (TLS 1.2), or its two NewSessionTicket records (TLS 1.3), is still
+//   unacknowledged when the 220 is written, Nagle holds the small segment back, and the client, which
+//   has nothing to send, delays its ACK by ~40 ms. A blocking one-connection-at-a-time loop would then
+//   measure delayed-ACK timers, not handshake cost. (mxedge does not set TCP_NODELAY and shows the
+//   same ~40 ms gap between the handshake and the 220; see bench_inbound.py's output.)
 //
 //   The SSL_CTX is built by mxedge's own tls::make_server_context (dataplane/tls/tls_context.cc):
 //   same minimum version (TLS 1.2), cipher list, options, modes (SSL_MODE_RELEASE_BUFFERS) and
@@ -254,8 +256,7 @@ int main(int argc, char** argv) {
   }
   close(listen_fd);
   const double elapsed = monotonic_s() - started;
-  std::fprintf(stderr,
-               "event=tls_accept_loop.stopped handshakes=%llu sessions_ok=%llu failed=%llu elapsed_s=%.3f\n",
+  std::fprintf(stderr, "event=tls_accept_loop.stopped handshakes=%llu sessions_ok=%llu failed=%llu elapsed_s=%.3f\n",
                handshakes, sessions_ok, failures, elapsed);
   return 0;
 }

@@ -16,6 +16,8 @@
 #include <iostream>
 
 #include "dataplane/spool/spool.h"
+#include "dataplane/stats/prometheus.h"
+#include "dataplane/stats/stats_server.h"
 #include "dataplane/worker/runtime_config.h"
 #include "dataplane/worker/worker.h"
 #include "policy/config_loader.h"
@@ -147,11 +149,28 @@ int main(int argc, char** argv) {
                                                        std::move(sp), limits));
   }
   for (auto& w : workers) w->start();
+
+  std::vector<const stats::WorkerCounters*> counters;
+  for (auto& w : workers) counters.push_back(&w->counters());
+  stats::StatsServer stats_server([&counters] {
+    stats::PrometheusText text;
+    stats::render_workers(text, counters);
+    return text.text();
+  });
+  if (!cfg.stats().listen().empty()) {
+    if (!stats_server.start(*SocketAddress::parse(cfg.stats().listen()), &error)) {
+      log::error("dataplane.stats_failed").kv("reason", error);
+      for (auto& w : workers) w->stop(0);
+      for (auto& w : workers) w->join();
+      return 1;
+    }
+  }
   {
     std::string names;
     for (const auto& l : runtime->listeners) names += (names.empty() ? "" : ",") + l.config.name() + "@" + l.address.to_string();
     log::info("dataplane.ready").kv("listeners", names).kv("workers", nworkers).kv("hostname", cfg.hostname())
-        .kv("next_hop", cfg.next_hop().host() + ":" + std::to_string(cfg.next_hop().port())).kv("spool", cfg.spool().directory());
+        .kv("next_hop", cfg.next_hop().host() + ":" + std::to_string(cfg.next_hop().port())).kv("spool", cfg.spool().directory())
+        .kv("stats", cfg.stats().listen().empty() ? std::string("off") : cfg.stats().listen());
   }
 
   while (true) {
@@ -197,6 +216,7 @@ int main(int argc, char** argv) {
     log::info("dataplane.stopping").kv("signal", sig == SIGTERM ? "TERM" : "INT").kv("grace_s", grace_s);
     for (auto& w : workers) w->stop(grace_s * 1000);
     for (auto& w : workers) w->join();
+    stats_server.stop();
     workers.clear();
     log::info("dataplane.stopped");
     return 0;

@@ -165,6 +165,9 @@ void validate(const Config& c, const ProblemSink& problem) {
     if (!cores.insert(core).second) problem(p, "CPU " + std::to_string(core) + " is listed twice");
   }
 
+  if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
+    problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");
+
   if (c.spool().directory().empty()) problem("spool", "spool.directory is required");
   else if (c.spool().directory().front() != '/') problem("spool.directory", "spool.directory must be an absolute path");
   if (c.spool().segment_size() < (1 << 20)) problem("spool.segment_size", "segment_size must be at least 1MiB");

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang llvm lld libclang-rt-14-dev
   clang-format clang-tidy
   # libraries (DESIGN.md: every dependency from Debian's archive)
-  libssl-dev openssl protobuf-compiler libprotobuf-dev libyaml-cpp-dev libcli11-dev libfmt-dev
+  libssl-dev openssl protobuf-compiler libprotobuf-dev libyaml-cpp-dev libcli11-dev libfmt-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libbpf-dev bpftool libunbound-dev libldns-dev libcurl4-openssl-dev
   # lab peers and tools used by tests, the demo and the benchmarks

@@ -8,10 +8,11 @@
 
 namespace mxedge::relay {
 
-Relay::Relay(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index)
+Relay::Relay(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index, stats::WorkerCounters& counters)
     : loop_(loop),
       spool_(spool),
       worker_(worker_index),
+      counters_(counters),
       deferred_timer_(&loop, [this] { release_deferred(); }),
       hop_timer_(&loop, [this] { kick(); }),
       rng_(std::random_device{}() ^ worker_index) {}
@@ -75,6 +76,7 @@ void Relay::delivered(spool::SpoolEntry* entry) { entry->in_flight = false; }
 void Relay::defer(spool::SpoolEntry* entry, const std::string& reason) {
   entry->in_flight = false;
   ++entry->attempts;
+  stats::bump(counters_.messages_deferred);
   int64_t delay = backoff_ms(entry->attempts);
   entry->next_attempt_ms = loop_.now_ms() + delay;
   deferred_.emplace(entry->next_attempt_ms, entry);
@@ -103,6 +105,7 @@ void Relay::hop_ok() {
 
 void Relay::hop_failed(const std::string& reason) {
   ++hop_failures_;
+  stats::bump(counters_.next_hop_failures);
   int64_t delay = backoff_ms(hop_failures_);
   hop_retry_at_ = loop_.now_ms() + delay;
   hop_timer_.arm_at(hop_retry_at_);

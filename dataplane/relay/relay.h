@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "dataplane/spool/spool.h"
+#include "dataplane/stats/counters.h"
 #include "dataplane/worker/event_loop.h"
 #include "dataplane/worker/runtime_config.h"
 
@@ -23,7 +24,7 @@ class RelayConnection;
 
 class Relay {
  public:
-  Relay(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index);
+  Relay(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index, stats::WorkerCounters& counters);
   ~Relay();
 
   void set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime);
@@ -47,6 +48,7 @@ class Relay {
   spool::Spool& spool() { return spool_; }
   const worker::RuntimeConfig& runtime() const { return *runtime_; }
   unsigned worker_index() const { return worker_; }
+  stats::WorkerCounters& counters() { return counters_; }
   bool stopping() const { return stopping_; }
 
  private:
@@ -57,6 +59,7 @@ class Relay {
   worker::EventLoop& loop_;
   spool::Spool& spool_;
   unsigned worker_;
+  stats::WorkerCounters& counters_;
   std::shared_ptr<const worker::RuntimeConfig> runtime_;
   std::deque<spool::SpoolEntry*> ready_;
   std::multimap<int64_t, spool::SpoolEntry*> deferred_;

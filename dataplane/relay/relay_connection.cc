@@ -543,11 +543,13 @@ void RelayConnection::finish_transaction(const smtp::Reply* dot) {
     if (rr.outcome() == mxedge::spool::v1::RECIPIENT_OUTCOME_DELIVERED) {
       ++delivered;
     } else {
+      stats::bump(relay_.counters().recipients_failed);
       log::warning("message.failed").kv("worker", relay_.worker_index()).kv("qid", qid)
           .kv("to", "<" + e->envelope.recipients(static_cast<int>(rr.index())).address() + ">")
           .kv("next_hop", peer_).kv("reply", rr.reply());
     }
   }
+  if (delivered > 0 && delivered == rcpts_.size()) stats::bump(relay_.counters().messages_relayed);
   if (delivered > 0) {
     log::info("message.relayed").kv("worker", relay_.worker_index()).kv("qid", qid)
         .kv("rcpts", static_cast<uint64_t>(delivered)).kv("next_hop", peer_)

@@ -92,6 +92,7 @@ void InboundConnection::handshake() {
   if (rc == 1) {
     smtp::TlsState t = tls::describe(ssl_);
     tls_wants_read_ = tls_wants_write_ = false;
+    stats::bump(t.version == "TLSv1.3" ? worker_.counters().tls_handshakes_tls13 : worker_.counters().tls_handshakes_tls12);
     if (state_ == State::kImplicitHandshake) {
       session_.tls_handshake_done_implicit(t);
       greet();
@@ -111,6 +112,7 @@ void InboundConnection::handshake() {
     update_interest();
     return;
   }
+  stats::bump(worker_.counters().tls_handshake_failures);
   log::info("tls.handshake_failed").kv("worker", worker_.index()).kv("listener", listener_.config.name())
       .kv("peer", peer_.to_string()).kv("reason", err == SSL_ERROR_SYSCALL ? std::string("connection closed") : tls::last_error());
   close("tls handshake failed");
@@ -244,12 +246,14 @@ void InboundConnection::after_step() {
         size_t rcpts = m.envelope.recipients.size();
         worker_.spool().stage(std::move(m), [this, line, rcpts](smtp::CommitStatus st) {
           if (st == smtp::CommitStatus::kOk) {
+            stats::bump(worker_.counters().messages_accepted);
             log::info("message.accepted").kv("worker", worker_.index()).kv("qid", line->queue_id)
                 .kv("listener", line->listener).kv("peer", peer_.to_string()).kv("helo", line->helo)
                 .kv("from", "<" + line->mail_from + ">").kv("rcpts", static_cast<uint64_t>(rcpts)).kv("size", line->size)
                 .kv("tls", line->tls.active ? line->tls.version : std::string("none"))
                 .kv("cipher", line->tls.active ? line->tls.cipher : std::string("none"));
           } else {
+            stats::bump(worker_.counters().spool_commit_failures);
             log::warning("message.refused").kv("worker", worker_.index()).kv("qid", line->queue_id)
                 .kv("peer", peer_.to_string()).kv("reason", st == smtp::CommitStatus::kNoSpace ? "spool full" : "spool write error");
           }
@@ -370,6 +374,13 @@ void InboundConnection::close(std::string_view reason) {
   worker_.limits().release(peer_);
   const auto& st = session_.stats();
   const auto& tls = session_.tls();
+  auto& c = worker_.counters();
+  stats::bump(c.sessions_closed);
+  stats::bump(c.messages_refused, st.messages_refused);
+  stats::bump(c.recipients_accepted, st.recipients_accepted);
+  stats::bump(c.recipients_refused, st.recipients_refused);
+  stats::bump(c.protocol_errors, st.errors);
+  stats::bump(c.bytes_received, st.bytes_in);
   log::info("session.closed").kv("worker", worker_.index()).kv("listener", listener_.config.name())
       .kv("peer", peer_.to_string()).kv("helo", session_.helo())
       .kv("tls", tls.active ? tls.version : std::string("none")).kv("cipher", tls.active ? tls.cipher : std::string("none"))

@@ -72,7 +72,7 @@ Worker::Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::s
       spool_(std::move(spool)),
       limits_(limits),
       scratch_(64 << 10) {
-  relay_ = std::make_unique<relay::Relay>(loop_, *spool_, index_);
+  relay_ = std::make_unique<relay::Relay>(loop_, *spool_, index_, counters_);
   relay_->set_runtime(runtime_);
   for (size_t i = 0; i < listen_fds_.size(); ++i) {
     acceptors_.push_back(std::make_unique<Acceptor>(*this, i));
@@ -168,9 +168,19 @@ void Worker::accept_ready(size_t li) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     SocketAddress peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    // The CPU whose softirq processed the connection; with XDP steering and the SK_REUSEPORT program
+    // it is this worker's CPU, so a mismatch means packets and session run on different cores.
+    int incoming_cpu = -1;
+    socklen_t cpu_len = sizeof incoming_cpu;
+    if (::getsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &incoming_cpu, &cpu_len) == 0 && incoming_cpu >= 0 &&
+        static_cast<unsigned>(incoming_cpu) != cpu_) {
+      stats::bump(counters_.incoming_cpu_mismatch);
+    }
     const ListenerRuntime& lr = runtime_->listeners[li];
     auto verdict = limits_.acquire(peer, runtime_->connections_per_source, runtime_->sessions_total);
     if (verdict != ConnectionLimits::Verdict::kOk) {
+      stats::bump(verdict == ConnectionLimits::Verdict::kTooManyFromSource ? counters_.connections_refused_source
+                                                                            : counters_.connections_refused_total);
       std::string reply = verdict == ConnectionLimits::Verdict::kTooManyFromSource
                               ? "421 4.7.0 " + runtime_->config.hostname() + " Error: too many connections from " + peer.ip_text() + "\r\n"
                               : "421 4.3.2 " + runtime_->config.hostname() + " Service busy, try again later\r\n";
@@ -187,6 +197,8 @@ void Worker::accept_ready(size_t li) {
     auto conn = std::make_unique<InboundConnection>(*this, fd, peer, runtime_, lr);
     InboundConnection* raw = conn.get();
     connections_.emplace(raw, std::move(conn));
+    stats::bump(counters_.connections_accepted);
+    stats::set(counters_.sessions_active, connections_.size());
     raw->start();
   }
 }
@@ -196,10 +208,15 @@ void Worker::retire(InboundConnection* c) {
   if (it == connections_.end()) return;
   graveyard_.push_back(std::move(it->second));
   connections_.erase(it);
+  stats::set(counters_.sessions_active, connections_.size());
 }
 
 void Worker::end_of_turn() {
-  spool_->commit_staged();
+  if (spool_->has_staged()) {
+    stats::bump(counters_.spool_commits);
+    spool_->commit_staged();
+  }
+  stats::set(counters_.spool_pending, spool_->pending_messages());
   graveyard_.clear();
   relay_->reap();
   if (loop_.now_ms() - last_flush_ms_ >= 1000) {

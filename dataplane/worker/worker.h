@@ -14,6 +14,7 @@
 
 #include "dataplane/relay/relay.h"
 #include "dataplane/spool/spool.h"
+#include "dataplane/stats/counters.h"
 #include "dataplane/worker/event_loop.h"
 #include "dataplane/worker/runtime_config.h"
 
@@ -64,6 +65,8 @@ class Worker final : public smtp::SessionHost {
   size_t scratch_size() const { return scratch_.size(); }
   void retire(InboundConnection* c);
   ConnectionLimits& limits() { return limits_; }
+  stats::WorkerCounters& counters() { return counters_; }
+  const stats::WorkerCounters& counters() const { return counters_; }
 
  private:
   class Acceptor;
@@ -78,6 +81,7 @@ class Worker final : public smtp::SessionHost {
   std::shared_ptr<const RuntimeConfig> runtime_;
   std::unique_ptr<spool::Spool> spool_;
   ConnectionLimits& limits_;
+  stats::WorkerCounters counters_;
   EventLoop loop_;
   std::unique_ptr<relay::Relay> relay_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;

@@ -42,6 +42,18 @@ std::optional<IpPrefix> IpPrefix::parse(std::string_view text) {
   return p;
 }
 
+IpPrefix IpPrefix::truncated(unsigned bits) const {
+  IpPrefix p = *this;
+  if (bits >= length) return p;
+  p.length = static_cast<uint8_t>(bits);
+  for (unsigned bit = bits; bit < max_length(); ++bit) p.addr[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  return p;
+}
+
+bool IpPrefix::contains(const IpPrefix& inner) const {
+  return family == inner.family && length <= inner.length && inner.truncated(length) == *this;
+}
+
 std::string IpPrefix::to_string() const {
   char buf[INET6_ADDRSTRLEN];
   if (!inet_ntop(is_ipv4() ? AF_INET : AF_INET6, addr.data(), buf, sizeof buf)) return "?";

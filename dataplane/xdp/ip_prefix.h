@@ -24,7 +24,13 @@ struct IpPrefix {
 
   bool is_ipv4() const { return family == Family::kIpv4; }
   unsigned max_length() const { return is_ipv4() ? 32 : 128; }
-  friend bool operator==(const IpPrefix&, const IpPrefix&) = default;
+  // The prefix of `bits` (<= length) bits that contains this one.
+  IpPrefix truncated(unsigned bits) const;
+  // Whether every address of `inner` is in this prefix (a prefix contains itself).
+  bool contains(const IpPrefix& inner) const;
+
+  // Ordered by family, address, length: the prefixes inside a prefix P are contiguous from P on.
+  friend auto operator<=>(const IpPrefix&, const IpPrefix&) = default;
 };
 
 }  // namespace mxedge::xdp

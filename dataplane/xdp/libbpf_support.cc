@@ -18,7 +18,9 @@
 namespace mxedge::xdp {
 namespace {
 
-int print_to_log(enum libbpf_print_level level, const char* format, va_list args) {
+// The format attribute tells the compiler `format` is libbpf's printf format, checked at its source.
+__attribute__((format(printf, 2, 0))) int print_to_log(enum libbpf_print_level level, const char* format,
+                                                       va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
   log::Level ours = level == LIBBPF_WARN ? log::Level::kWarning : log::Level::kDebug;
   if (!log::enabled(ours)) return 0;
@@ -60,8 +62,8 @@ Status make_pin_dir(const std::string& dir) {
   if (stat(dir.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) return Status::error(ENOTDIR, "pin directory " + dir);
     if (!on_bpffs(dir)) {
-      return Status::error(EOPNOTSUPP, "pin directory " + dir + " is not on a bpf filesystem (mount -t bpf bpf " +
-                                           dir + ")");
+      return Status::error(EOPNOTSUPP,
+                           "pin directory " + dir + " is not on a bpf filesystem (mount -t bpf bpf " + dir + ")");
     }
     return Status();
   }

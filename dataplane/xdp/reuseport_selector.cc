@@ -24,9 +24,7 @@ ReuseportSelector::ReuseportSelector() = default;
 
 ReuseportSelector::~ReuseportSelector() { mxedge_sk_reuseport__destroy(skel_); }
 
-int ReuseportSelector::prog_fd() const {
-  return skel_ ? bpf_program__fd(skel_->progs.mxedge_select_worker) : -1;
-}
+int ReuseportSelector::prog_fd() const { return skel_ ? bpf_program__fd(skel_->progs.mxedge_select_worker) : -1; }
 
 Status ReuseportSelector::attach(std::span<const int> listen_fds, std::span<const unsigned> worker_cpus) {
   if (skel_) return Status::error(EALREADY, "reuseport: already attached");

@@ -13,7 +13,6 @@ class [[nodiscard]] Status {
  public:
   Status() = default;  // ok
 
-  static Status ok_status() { return Status(); }
   // err: a positive errno; a negative one (as libbpf returns) is flipped; 0 (a failure that left no
   // errno) becomes EIO, so an error is never mistaken for success.
   static Status error(int err, std::string context) {

@@ -36,9 +36,9 @@ struct XdpConfig {
   uint32_t syn_rate = 20;   // new connections (SYNs) per second per source /32 or /64; 0 = no limit
   uint32_t syn_burst = 40;  // SYNs a source may send at once; >= 1 when syn_rate > 0
 
-  bool steering = true;              // off: SMTP packets get plain XDP_PASS (NIC RSS does the job)
-  std::vector<unsigned> worker_cpus;  // worker index -> CPU id; at most MXEDGE_MAX_WORKERS
-  uint32_t cpumap_qsize = 2048;       // per-CPU redirect queue, in frames
+  bool steering = true;                  // off: SMTP packets get plain XDP_PASS (NIC RSS does the job)
+  std::vector<unsigned> worker_cpus;     // worker index -> CPU id; at most MXEDGE_MAX_WORKERS
+  uint32_t cpumap_qsize = 2048;          // per-CPU redirect queue, in frames
   uint32_t flow_hash_seed = 0x6d786467;  // load-time; changing it moves flows between workers
 };
 

@@ -22,7 +22,10 @@ namespace {
 constexpr std::string_view kProgramName = "mxedge_xdp_smtp";  // as the kernel reports it (<= 15 chars)
 
 static_assert(sizeof(mxedge_counters) % 8 == 0, "per-CPU values are laid out at 8-byte strides");
-static_assert(sizeof(mxedge_config) == 296, "mxedge_config must have no implicit padding");
+static_assert(sizeof(mxedge_config) == 4 + 4 + 2 * MXEDGE_MAX_SMTP_PORTS + 8 + 8 + 4 + 4 +
+                                           4 * MXEDGE_MAX_INLINE_LOCAL_V4 + 16 * MXEDGE_MAX_INLINE_LOCAL_V6 +
+                                           4 * MXEDGE_MAX_WORKERS,
+              "mxedge_config must have no implicit padding");
 
 std::string errno_text(int err) {
   char buf[128];
@@ -48,9 +51,12 @@ std::string program_name(uint32_t id) {
 
 const char* list_name(PrefixList list) {
   switch (list) {
-    case PrefixList::kAllow: return "allowlist";
-    case PrefixList::kBlock: return "blocklist";
-    case PrefixList::kLocal: return "local addresses";
+    case PrefixList::kAllow:
+      return "allowlist";
+    case PrefixList::kBlock:
+      return "blocklist";
+    case PrefixList::kLocal:
+      return "local addresses";
   }
   return "?";
 }
@@ -71,15 +77,24 @@ uint64_t XdpCounters::all_packets() const {
 
 std::string counter_name(unsigned index) {
   switch (index) {
-    case MXEDGE_CTR_PASS_NOT_SMTP: return "pass_not_smtp";
-    case MXEDGE_CTR_PASS_FRAGMENT: return "pass_fragment";
-    case MXEDGE_CTR_MALFORMED: return "malformed";
-    case MXEDGE_CTR_PASS_SMTP: return "pass_smtp";
-    case MXEDGE_CTR_PASS_NO_WORKER: return "pass_no_worker";
-    case MXEDGE_CTR_DROP_BLOCKLIST: return "drop_blocklist";
-    case MXEDGE_CTR_DROP_RATE_LIMIT: return "drop_rate_limit";
-    case MXEDGE_CTR_ALLOWLISTED: return "allowlisted";
-    default: break;
+    case MXEDGE_CTR_PASS_NOT_SMTP:
+      return "pass_not_smtp";
+    case MXEDGE_CTR_PASS_FRAGMENT:
+      return "pass_fragment";
+    case MXEDGE_CTR_MALFORMED:
+      return "malformed";
+    case MXEDGE_CTR_PASS_SMTP:
+      return "pass_smtp";
+    case MXEDGE_CTR_PASS_NO_WORKER:
+      return "pass_no_worker";
+    case MXEDGE_CTR_DROP_BLOCKLIST:
+      return "drop_blocklist";
+    case MXEDGE_CTR_DROP_RATE_LIMIT:
+      return "drop_rate_limit";
+    case MXEDGE_CTR_ALLOWLISTED:
+      return "allowlisted";
+    default:
+      break;
   }
   if (index >= MXEDGE_CTR_STEERED_WORKER0 && index < MXEDGE_CTR_COUNT) {
     return "steered_worker_" + std::to_string(index - MXEDGE_CTR_STEERED_WORKER0);
@@ -119,9 +134,9 @@ Status XdpProgram::prepare_pins() {
       int err = bpf_obj_get_info_by_fd(fd, &info, &len);
       close(fd);
       if (err) return Status::error(err, "read info of pinned map " + path);
-      bool same = info.type == static_cast<uint32_t>(bpf_map__type(map)) &&
-                  info.key_size == bpf_map__key_size(map) && info.value_size == bpf_map__value_size(map) &&
-                  info.max_entries == bpf_map__max_entries(map) && info.map_flags == bpf_map__map_flags(map);
+      bool same = info.type == static_cast<uint32_t>(bpf_map__type(map)) && info.key_size == bpf_map__key_size(map) &&
+                  info.value_size == bpf_map__value_size(map) && info.max_entries == bpf_map__max_entries(map) &&
+                  info.map_flags == bpf_map__map_flags(map);
       if (!same) {
         log::warning("xdp.pin_replaced").kv("path", path).kv("reason", "layout changed");
         if (unlink(path.c_str()) != 0) return Status::error(errno, "unlink stale pinned map " + path);
@@ -149,6 +164,7 @@ Status XdpProgram::load() {
   if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.config), &zero, &config_) != 0) {
     return Status::error(errno, "read config map");
   }
+  if (auto s = read_sources(); !s.ok()) return s;
   log::info("xdp.loaded").kv("pin_dir", options_.pin_dir.empty() ? "-" : options_.pin_dir);
   return Status();
 }
@@ -223,8 +239,8 @@ Status XdpProgram::attach(std::string_view ifname_view, AttachMode mode) {
 }
 
 Status XdpProgram::detach(std::string_view ifname) {
-  auto it = std::find_if(attachments_.begin(), attachments_.end(),
-                         [&](const Attachment& a) { return a.ifname == ifname; });
+  auto it =
+      std::find_if(attachments_.begin(), attachments_.end(), [&](const Attachment& a) { return a.ifname == ifname; });
   if (it == attachments_.end()) return Status::error(ENOENT, "detach: not attached to " + std::string(ifname));
   Attachment a = *it;
   attachments_.erase(it);
@@ -278,97 +294,204 @@ Status XdpProgram::apply(const XdpConfig& config) {
   return set_steering(config.steering);
 }
 
-int XdpProgram::list_fd(PrefixList list, bool ipv4) const {
-  switch (list) {
-    case PrefixList::kAllow: return bpf_map__fd(ipv4 ? skel_->maps.allow_v4 : skel_->maps.allow_v6);
-    case PrefixList::kBlock: return bpf_map__fd(ipv4 ? skel_->maps.block_v4 : skel_->maps.block_v6);
-    case PrefixList::kLocal: return bpf_map__fd(ipv4 ? skel_->maps.local_v4 : skel_->maps.local_v6);
-  }
-  return -1;
+int XdpProgram::local_fd(bool ipv4) const { return bpf_map__fd(ipv4 ? skel_->maps.local_v4 : skel_->maps.local_v6); }
+
+int XdpProgram::source_fd(bool ipv4) const {
+  return bpf_map__fd(ipv4 ? skel_->maps.source_lists_v4 : skel_->maps.source_lists_v6);
 }
 
-Status XdpProgram::add_prefix(PrefixList list, std::string_view text) {
-  if (auto s = require_loaded("add_prefix"); !s.ok()) return s;
-  auto prefix = IpPrefix::parse(text);
-  if (!prefix) return Status::error(EINVAL, std::string(list_name(list)) + ": bad prefix \"" + std::string(text) + "\"");
-  mxedge_prefix_value value{};
-  int err = 0;
-  if (prefix->is_ipv4()) {
-    mxedge_lpm_v4_key key{prefix->length, {}};
-    std::memcpy(key.addr, prefix->addr.data(), sizeof key.addr);
-    err = bpf_map_update_elem(list_fd(list, true), &key, &value, BPF_ANY);
-  } else {
-    mxedge_lpm_v6_key key{prefix->length, {}};
-    std::memcpy(key.addr, prefix->addr.data(), sizeof key.addr);
-    err = bpf_map_update_elem(list_fd(list, false), &key, &value, BPF_ANY);
+namespace {
+
+// One LPM trie entry as key bytes for the prefix's family.
+struct LpmKey {
+  explicit LpmKey(const IpPrefix& p) {
+    v4.prefixlen = v6.prefixlen = p.length;
+    std::memcpy(v4.addr, p.addr.data(), sizeof v4.addr);
+    std::memcpy(v6.addr, p.addr.data(), sizeof v6.addr);
+    ptr = p.is_ipv4() ? static_cast<const void*>(&v4) : static_cast<const void*>(&v6);
   }
-  if (err) return Status::error(err, std::string(list_name(list)) + ": add " + prefix->to_string());
-  return list == PrefixList::kLocal ? refresh_local_any() : Status();
+  mxedge_lpm_v4_key v4{};
+  mxedge_lpm_v6_key v6{};
+  const void* ptr;
+};
+
+// Every key of an LPM trie of the given family.
+Status read_trie(int fd, bool ipv4, const char* what, std::vector<std::pair<IpPrefix, mxedge_prefix_value>>* out) {
+  mxedge_lpm_v6_key key{}, next{};  // large enough for either family
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    IpPrefix p;
+    p.family = ipv4 ? IpPrefix::Family::kIpv4 : IpPrefix::Family::kIpv6;
+    p.length = static_cast<uint8_t>(next.prefixlen);
+    std::memcpy(p.addr.data(), next.addr, ipv4 ? 4 : 16);
+    mxedge_prefix_value value{};
+    if (bpf_map_lookup_elem(fd, &next, &value) != 0) value.flags = 0;  // raced with a delete
+    out->emplace_back(p, value);
+    key = next;
+    prev = &key;
+  }
+  if (errno != ENOENT) return Status::error(errno, std::string(what) + ": list");
+  return Status();
 }
 
-Status XdpProgram::remove_prefix(PrefixList list, std::string_view text) {
-  if (auto s = require_loaded("remove_prefix"); !s.ok()) return s;
-  auto prefix = IpPrefix::parse(text);
-  if (!prefix) return Status::error(EINVAL, std::string(list_name(list)) + ": bad prefix \"" + std::string(text) + "\"");
-  int err = 0;
-  if (prefix->is_ipv4()) {
-    mxedge_lpm_v4_key key{prefix->length, {}};
-    std::memcpy(key.addr, prefix->addr.data(), sizeof key.addr);
-    err = bpf_map_delete_elem(list_fd(list, true), &key);
-  } else {
-    mxedge_lpm_v6_key key{prefix->length, {}};
-    std::memcpy(key.addr, prefix->addr.data(), sizeof key.addr);
-    err = bpf_map_delete_elem(list_fd(list, false), &key);
-  }
-  if (err) return Status::error(err, std::string(list_name(list)) + ": remove " + prefix->to_string());
-  return list == PrefixList::kLocal ? refresh_local_any() : Status();
+constexpr uint32_t kUnwritten = ~0u;  // SourceEntry::written of an entry not yet in the trie
+
+uint32_t list_bit(PrefixList list) {
+  return list == PrefixList::kAllow ? MXEDGE_PREFIX_IN_ALLOW : MXEDGE_PREFIX_IN_BLOCK;
 }
 
-Status XdpProgram::list_prefixes(PrefixList list, std::vector<IpPrefix>* out) const {
-  if (auto s = require_loaded("list_prefixes"); !s.ok()) return s;
-  out->clear();
-  {
-    int fd = list_fd(list, true);
-    mxedge_lpm_v4_key key{}, next{};
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      IpPrefix p;
-      p.family = IpPrefix::Family::kIpv4;
-      p.length = static_cast<uint8_t>(next.prefixlen);
-      std::memcpy(p.addr.data(), next.addr, sizeof next.addr);
-      out->push_back(p);
-      key = next;
-      prev = &key;
+}  // namespace
+
+Status XdpProgram::read_sources() {
+  sources_.clear();
+  for (bool ipv4 : {true, false}) {
+    std::vector<std::pair<IpPrefix, mxedge_prefix_value>> entries;
+    if (auto s = read_trie(source_fd(ipv4), ipv4, "source lists", &entries); !s.ok()) return s;
+    for (const auto& [prefix, value] : entries) {
+      sources_[prefix] = {value.flags & (MXEDGE_PREFIX_IN_ALLOW | MXEDGE_PREFIX_IN_BLOCK), value.flags};
     }
-    if (errno != ENOENT) return Status::error(errno, std::string(list_name(list)) + ": list IPv4");
-  }
-  {
-    int fd = list_fd(list, false);
-    mxedge_lpm_v6_key key{}, next{};
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      IpPrefix p;
-      p.family = IpPrefix::Family::kIpv6;
-      p.length = static_cast<uint8_t>(next.prefixlen);
-      std::memcpy(p.addr.data(), next.addr, sizeof next.addr);
-      out->push_back(p);
-      key = next;
-      prev = &key;
-    }
-    if (errno != ENOENT) return Status::error(errno, std::string(list_name(list)) + ": list IPv6");
   }
   return Status();
 }
 
-Status XdpProgram::refresh_local_any() {
-  mxedge_lpm_v4_key k4{};
-  mxedge_lpm_v6_key k6{};
-  bool v4_empty = bpf_map_get_next_key(list_fd(PrefixList::kLocal, true), nullptr, &k4) != 0;
-  bool v6_empty = bpf_map_get_next_key(list_fd(PrefixList::kLocal, false), nullptr, &k6) != 0;
-  config_.flags &= ~(MXEDGE_CFG_LOCAL_V4_ANY | MXEDGE_CFG_LOCAL_V6_ANY);
-  // With addresses of one family only, the other family has no local address at all: "any" would
-  // be wrong there, so "any" applies only when both lists are empty.
-  if (v4_empty && v6_empty) config_.flags |= MXEDGE_CFG_LOCAL_V4_ANY | MXEDGE_CFG_LOCAL_V6_ANY;
+// Recomputes ALLOWED/BLOCKED for `prefix` and every listed prefix inside it, and writes the entries
+// whose flags changed. An entry is allowed (blocked) when it or a listed prefix containing it is on
+// the allowlist (blocklist).
+Status XdpProgram::refresh_sources_under(const IpPrefix& prefix) {
+  IpPrefix first = prefix;
+  first.length = 0;
+  for (auto it = sources_.lower_bound(first); it != sources_.end(); ++it) {
+    const IpPrefix& p = it->first;
+    if (p.family != prefix.family || p.truncated(prefix.length).addr != prefix.addr) break;
+    if (p.length < prefix.length) continue;  // contains `prefix` (same address, shorter)
+    uint32_t flags = it->second.lists;
+    for (unsigned bits = 0; bits <= p.length; ++bits) {
+      auto outer = sources_.find(p.truncated(bits));
+      if (outer == sources_.end()) continue;
+      if (outer->second.lists & MXEDGE_PREFIX_IN_ALLOW) flags |= MXEDGE_PREFIX_ALLOWED;
+      if (outer->second.lists & MXEDGE_PREFIX_IN_BLOCK) flags |= MXEDGE_PREFIX_BLOCKED;
+    }
+    if (flags == it->second.written) continue;
+    LpmKey key(p);
+    mxedge_prefix_value value{flags};
+    if (bpf_map_update_elem(source_fd(p.is_ipv4()), key.ptr, &value, BPF_ANY) != 0) {
+      return Status::error(errno, "source lists: write " + p.to_string());
+    }
+    it->second.written = flags;
+  }
+  return Status();
+}
+
+Status XdpProgram::change_source(PrefixList list, std::string_view text, bool add) {
+  auto prefix = IpPrefix::parse(text);
+  if (!prefix) {
+    return Status::error(EINVAL, std::string(list_name(list)) + ": bad prefix \"" + std::string(text) + "\"");
+  }
+  const uint32_t bit = list_bit(list);
+  auto it = sources_.find(*prefix);
+  if (add) {
+    if (it == sources_.end()) {
+      // A new entry enters the trie with its final flags (refresh writes it first, then the
+      // entries inside it); if the trie is full it was never written and is forgotten again.
+      it = sources_.emplace(*prefix, SourceEntry{bit, kUnwritten}).first;
+      Status s = refresh_sources_under(*prefix);
+      if (!s.ok() && it->second.written == kUnwritten) sources_.erase(it);
+      return s;
+    }
+    it->second.lists |= bit;
+    return refresh_sources_under(*prefix);
+  }
+  if (it == sources_.end() || !(it->second.lists & bit)) {
+    return Status::error(ENOENT, std::string(list_name(list)) + ": remove " + prefix->to_string());
+  }
+  it->second.lists &= ~bit;
+  if (it->second.lists == 0) {
+    LpmKey key(*prefix);
+    if (bpf_map_delete_elem(source_fd(prefix->is_ipv4()), key.ptr) != 0 && errno != ENOENT) {
+      return Status::error(errno, std::string(list_name(list)) + ": remove " + prefix->to_string());
+    }
+    sources_.erase(it);
+  }
+  return refresh_sources_under(*prefix);
+}
+
+Status XdpProgram::add_prefix(PrefixList list, std::string_view text) {
+  if (auto s = require_loaded("add_prefix"); !s.ok()) return s;
+  if (list != PrefixList::kLocal) return change_source(list, text, true);
+  auto prefix = IpPrefix::parse(text);
+  if (!prefix) return Status::error(EINVAL, "local addresses: bad prefix \"" + std::string(text) + "\"");
+  LpmKey key(*prefix);
+  mxedge_prefix_value value{};
+  if (bpf_map_update_elem(local_fd(prefix->is_ipv4()), key.ptr, &value, BPF_ANY) != 0) {
+    return Status::error(errno, "local addresses: add " + prefix->to_string());
+  }
+  return refresh_local_mode();
+}
+
+Status XdpProgram::remove_prefix(PrefixList list, std::string_view text) {
+  if (auto s = require_loaded("remove_prefix"); !s.ok()) return s;
+  if (list != PrefixList::kLocal) return change_source(list, text, false);
+  auto prefix = IpPrefix::parse(text);
+  if (!prefix) return Status::error(EINVAL, "local addresses: bad prefix \"" + std::string(text) + "\"");
+  LpmKey key(*prefix);
+  if (bpf_map_delete_elem(local_fd(prefix->is_ipv4()), key.ptr) != 0) {
+    return Status::error(errno, "local addresses: remove " + prefix->to_string());
+  }
+  return refresh_local_mode();
+}
+
+Status XdpProgram::list_local(std::vector<IpPrefix>* out) const {
+  out->clear();
+  for (bool ipv4 : {true, false}) {
+    std::vector<std::pair<IpPrefix, mxedge_prefix_value>> entries;
+    if (auto s = read_trie(local_fd(ipv4), ipv4, "local addresses", &entries); !s.ok()) return s;
+    for (const auto& e : entries) out->push_back(e.first);
+  }
+  return Status();
+}
+
+Status XdpProgram::list_prefixes(PrefixList list, std::vector<IpPrefix>* out) const {
+  if (auto s = require_loaded("list_prefixes"); !s.ok()) return s;
+  if (list == PrefixList::kLocal) return list_local(out);
+  out->clear();
+  for (const auto& [prefix, entry] : sources_) {
+    if (entry.lists & list_bit(list)) out->push_back(prefix);
+  }
+  return Status();
+}
+
+// How the program finds local addresses: any (none listed), inline in the config (a few single
+// addresses), or the trie.
+Status XdpProgram::refresh_local_mode() {
+  std::vector<IpPrefix> all;
+  if (auto s = list_local(&all); !s.ok()) return s;
+  std::vector<IpPrefix> v4, v6;
+  for (const auto& p : all) (p.is_ipv4() ? v4 : v6).push_back(p);
+
+  config_.flags &=
+      ~(MXEDGE_CFG_LOCAL_V4_ANY | MXEDGE_CFG_LOCAL_V6_ANY | MXEDGE_CFG_LOCAL_V4_LPM | MXEDGE_CFG_LOCAL_V6_LPM);
+  config_.local_v4_count = config_.local_v6_count = 0;
+  std::memset(config_.local_v4, 0, sizeof config_.local_v4);
+  std::memset(config_.local_v6, 0, sizeof config_.local_v6);
+  if (all.empty()) {
+    // None listed: every destination is ours. With addresses of one family only, the other family
+    // has no local address at all, so "any" applies only when both are empty.
+    config_.flags |= MXEDGE_CFG_LOCAL_V4_ANY | MXEDGE_CFG_LOCAL_V6_ANY;
+    return write_config();
+  }
+  auto hosts_only = [](const std::vector<IpPrefix>& v) {
+    return std::all_of(v.begin(), v.end(), [](const IpPrefix& p) { return p.length == p.max_length(); });
+  };
+  if (v4.size() <= MXEDGE_MAX_INLINE_LOCAL_V4 && hosts_only(v4)) {
+    for (const auto& p : v4) std::memcpy(config_.local_v4[config_.local_v4_count++], p.addr.data(), 4);
+  } else {
+    config_.flags |= MXEDGE_CFG_LOCAL_V4_LPM;
+  }
+  if (v6.size() <= MXEDGE_MAX_INLINE_LOCAL_V6 && hosts_only(v6)) {
+    for (const auto& p : v6) std::memcpy(config_.local_v6[config_.local_v6_count++], p.addr.data(), 16);
+  } else {
+    config_.flags |= MXEDGE_CFG_LOCAL_V6_LPM;
+  }
   return write_config();
 }
 
@@ -381,16 +504,23 @@ Status XdpProgram::set_local_addresses(std::span<const std::string> texts) {
     wanted.push_back(*p);
   }
   std::vector<IpPrefix> current;
-  if (auto s = list_prefixes(PrefixList::kLocal, &current); !s.ok()) return s;
+  if (auto s = list_local(&current); !s.ok()) return s;
   // Add first, then remove: the set never shrinks below the intersection while it changes.
+  mxedge_prefix_value value{};
   for (const auto& p : wanted) {
-    if (auto s = add_prefix(PrefixList::kLocal, p.to_string()); !s.ok()) return s;
+    LpmKey key(p);
+    if (bpf_map_update_elem(local_fd(p.is_ipv4()), key.ptr, &value, BPF_ANY) != 0) {
+      return Status::error(errno, "local addresses: add " + p.to_string());
+    }
   }
   for (const auto& p : current) {
     if (std::find(wanted.begin(), wanted.end(), p) != wanted.end()) continue;
-    if (auto s = remove_prefix(PrefixList::kLocal, p.to_string()); !s.ok()) return s;
+    LpmKey key(p);
+    if (bpf_map_delete_elem(local_fd(p.is_ipv4()), key.ptr) != 0) {
+      return Status::error(errno, "local addresses: remove " + p.to_string());
+    }
   }
-  return refresh_local_any();
+  return refresh_local_mode();
 }
 
 Status XdpProgram::write_config() {
@@ -461,7 +591,8 @@ Status XdpProgram::set_workers(std::span<const unsigned> cpus, uint32_t qsize) {
     if (wanted.count(cpu)) continue;
     bpf_cpumap_val current{};
     if (bpf_map_lookup_elem(cpumap, &cpu, &current) != 0) continue;
-    if (bpf_map_delete_elem(cpumap, &cpu) != 0) return Status::error(errno, "cpumap: remove CPU " + std::to_string(cpu));
+    if (bpf_map_delete_elem(cpumap, &cpu) != 0)
+      return Status::error(errno, "cpumap: remove CPU " + std::to_string(cpu));
   }
   return Status();
 }

@@ -9,6 +9,10 @@
 // Or start(config), which does all four. The destructor detaches from every interface it attached
 // to; the pinned maps stay, so the next start finds its blocklists, buckets and counters again.
 //
+// Source lists: the allowlist and blocklist of a family live in one LPM trie whose entries carry
+// derived flags (bpf/mxedge_abi.h); this object keeps a copy of the lists (read back on load) to
+// maintain them, so map updates go through it, never around it.
+//
 // Pinning: every map except the program's internal .rodata/.bss is pinned as <pin_dir>/<map name>.
 // On load, a pinned map with the same layout is reused; one whose layout changed (an upgrade changed
 // bpf/mxedge_abi.h) is replaced, and that is logged (xdp.pin_replaced).
@@ -22,12 +26,15 @@
 // and the new entry for a moment, and every mix is safe (at worst a packet is passed instead of
 // steered, or steered to a worker of the other set).
 //
-// SECURITY: needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN (pinning) while loading and attaching;
-// afterwards map updates need only the map fds this object holds.
+// SECURITY: loading needs CAP_BPF and CAP_PERFMON (the program compares packet pointers), pinning
+// write access to the bpf filesystem, attaching and detaching CAP_NET_ADMIN. Map updates need the map
+// fds this object holds and CAP_BPF (Debian sets kernel.unprivileged_bpf_disabled), so a data plane
+// that drops privileges after set-up keeps CAP_BPF and CAP_NET_ADMIN for this API.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -95,9 +102,10 @@ class XdpProgram {
   // entries (added), rate limit, worker set and cpumap, steering. Needs load().
   Status apply(const XdpConfig& config);
 
-  // Data-plane API. Each needs load(); each is safe while the program runs.
+  // Data-plane API. Each needs load(); each is safe while the program runs. Adding a prefix that is
+  // already listed is not an error; removing one that is not listed is (ENOENT).
   Status add_prefix(PrefixList list, std::string_view prefix);
-  Status remove_prefix(PrefixList list, std::string_view prefix);  // ENOENT when absent
+  Status remove_prefix(PrefixList list, std::string_view prefix);
   Status list_prefixes(PrefixList list, std::vector<IpPrefix>* out) const;
   Status set_rate_limit(uint32_t syn_per_second, uint32_t burst);  // 0 per second: no limit
   Status set_smtp_ports(std::span<const uint16_t> ports);
@@ -118,16 +126,27 @@ class XdpProgram {
   void set_test_clock(uint64_t ns);  // only with XdpProgramOptions::test_clock
 
  private:
+  struct SourceEntry {
+    uint32_t lists = 0;    // MXEDGE_PREFIX_IN_ALLOW / IN_BLOCK
+    uint32_t written = 0;  // the flags in the map
+  };
+
   Status prepare_pins();
   Status write_config();
   Status require_loaded(const char* what) const;
-  int list_fd(PrefixList list, bool ipv4) const;
-  Status refresh_local_any();
+  int local_fd(bool ipv4) const;
+  int source_fd(bool ipv4) const;
+  Status read_sources();
+  Status change_source(PrefixList list, std::string_view text, bool add);
+  Status refresh_sources_under(const IpPrefix& prefix);
+  Status list_local(std::vector<IpPrefix>* out) const;
+  Status refresh_local_mode();
 
   mxedge_xdp_smtp* skel_ = nullptr;
   XdpProgramOptions options_;
   bool loaded_ = false;
   mxedge_config config_{};
+  std::map<IpPrefix, SourceEntry> sources_;
   std::vector<Attachment> attachments_;
 };
 

@@ -14,12 +14,16 @@
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 
 #include "dataplane/spool/spool.h"
 #include "dataplane/stats/prometheus.h"
 #include "dataplane/stats/stats_server.h"
 #include "dataplane/worker/runtime_config.h"
 #include "dataplane/worker/worker.h"
+#include "dataplane/xdp/libbpf_support.h"
+#include "dataplane/xdp/reuseport_selector.h"
+#include "dataplane/xdp/xdp_program.h"
 #include "policy/config_loader.h"
 #include "policy/log.h"
 
@@ -59,6 +63,44 @@ spool::SpoolOptions spool_options(const config::v1::Config& c) {
   return o;
 }
 
+xdp::XdpConfig xdp_config(const config::v1::Config& c) {
+  const auto& x = c.xdp();
+  xdp::XdpConfig xc;
+  xc.interfaces.assign(x.interfaces().begin(), x.interfaces().end());
+  xc.attach_mode = x.attach_mode() == config::v1::XDP_ATTACH_MODE_NATIVE    ? xdp::AttachMode::kNative
+                   : x.attach_mode() == config::v1::XDP_ATTACH_MODE_GENERIC ? xdp::AttachMode::kGeneric
+                                                                            : xdp::AttachMode::kNativeOrGeneric;
+  xc.pin_dir = x.pin_dir();
+  xc.smtp_ports.assign(x.smtp_ports().begin(), x.smtp_ports().end());
+  xc.local_addresses.assign(x.local_addresses().begin(), x.local_addresses().end());
+  xc.allowlist.assign(x.allowlist().begin(), x.allowlist().end());
+  xc.blocklist.assign(x.blocklist().begin(), x.blocklist().end());
+  xc.syn_rate = x.syn_rate();
+  xc.syn_burst = x.syn_burst();
+  xc.steering = x.steering();
+  xc.worker_cpus.assign(c.workers().cores().begin(), c.workers().cores().end());
+  xc.cpumap_qsize = x.cpumap_qsize();
+  return xc;
+}
+
+// The XDP counters as Prometheus families: packets and bytes per reason, per CPU.
+void render_xdp(stats::PrometheusText& out, const xdp::XdpProgram& program) {
+  xdp::XdpCounters counters;
+  if (!program.read_counters(&counters).ok()) return;
+  out.counter("xdp_packets_total", "Packets seen by the XDP program, by verdict reason and CPU");
+  for (size_t cpu = 0; cpu < counters.per_cpu.size(); ++cpu) {
+    for (unsigned i = 0; i < MXEDGE_CTR_COUNT; ++i) {
+      if (counters.per_cpu[cpu][i].packets == 0) continue;
+      out.sample("xdp_packets_total", "reason=\"" + xdp::counter_name(i) + "\",cpu=\"" + std::to_string(cpu) + "\"",
+                 counters.per_cpu[cpu][i].packets);
+    }
+  }
+  out.counter("xdp_bytes_total", "Bytes seen by the XDP program, by verdict reason (all CPUs)");
+  for (unsigned i = 0; i < MXEDGE_CTR_COUNT; ++i) {
+    out.sample("xdp_bytes_total", "reason=\"" + xdp::counter_name(i) + "\"", counters.total[i].bytes);
+  }
+}
+
 // Settings a reload cannot change in place.
 std::string restart_only_changes(const config::v1::Config& a, const config::v1::Config& b) {
   std::string out;
@@ -73,6 +115,8 @@ std::string restart_only_changes(const config::v1::Config& a, const config::v1::
   }
   if (a.workers().SerializeAsString() != b.workers().SerializeAsString()) out += " workers";
   if (a.spool().SerializeAsString() != b.spool().SerializeAsString()) out += " spool";
+  if (a.xdp().SerializeAsString() != b.xdp().SerializeAsString()) out += " xdp";
+  if (a.stats().SerializeAsString() != b.stats().SerializeAsString()) out += " stats";
   return out;
 }
 
@@ -130,16 +174,52 @@ int main(int argc, char** argv) {
   }
   worker::ConnectionLimits limits;
   std::vector<std::unique_ptr<worker::Worker>> workers;
+  std::vector<std::vector<int>> fds_by_worker(nworkers);
   for (unsigned w = 0; w < nworkers; ++w) {
-    std::vector<int> fds;
     for (const auto& l : runtime->listeners) {
       int fd = bind_listener(l.address, &error);
       if (fd < 0) {
         log::error("dataplane.listen_failed").kv("listener", l.config.name()).kv("reason", error);
         return 1;
       }
-      fds.push_back(fd);
+      fds_by_worker[w].push_back(fd);
     }
+  }
+
+  // The XDP fast path and, per listener, the SK_REUSEPORT program that hands each connection to the
+  // worker pinned to the CPU its packets were steered to.
+  std::unique_ptr<xdp::XdpProgram> fast_path;
+  std::vector<std::unique_ptr<xdp::ReuseportSelector>> selectors;
+  std::mutex fast_path_mu;  // the stats thread reads counters; the main thread owns the program
+  if (!cfg.xdp().interfaces().empty()) {
+    xdp::route_libbpf_logs();
+    xdp::XdpConfig xc = xdp_config(cfg);
+    if (auto s = xdp::validate(xc); !s.ok()) {
+      std::cerr << config_path << ": xdp: " << s.to_string() << "\n";
+      return 2;
+    }
+    if (xc.pin_dir.rfind("/sys/fs/bpf/", 0) == 0 && !xdp::on_bpffs("/sys/fs/bpf")) {
+      if (auto s = xdp::mount_bpffs("/sys/fs/bpf"); !s.ok()) log::warning("xdp.bpffs_mount_failed").kv("reason", s.to_string());
+    }
+    fast_path = std::make_unique<xdp::XdpProgram>();
+    if (auto s = fast_path->start(xc); !s.ok()) {
+      log::error("dataplane.xdp_failed").kv("reason", s.to_string());
+      return 1;
+    }
+    for (size_t li = 0; li < runtime->listeners.size(); ++li) {
+      std::vector<int> fds;
+      for (unsigned w = 0; w < nworkers; ++w) fds.push_back(fds_by_worker[w][li]);
+      auto sel = std::make_unique<xdp::ReuseportSelector>();
+      if (auto s = sel->attach(fds, xc.worker_cpus); !s.ok()) {
+        log::error("dataplane.reuseport_failed").kv("listener", runtime->listeners[li].config.name()).kv("reason", s.to_string());
+        return 1;
+      }
+      selectors.push_back(std::move(sel));
+    }
+  }
+
+  for (unsigned w = 0; w < nworkers; ++w) {
+    std::vector<int> fds = fds_by_worker[w];
     auto sp = spool::Spool::open(spool_options(cfg), w, &error);
     if (!sp) {
       log::error("dataplane.spool_failed").kv("worker", w).kv("reason", error);
@@ -152,9 +232,11 @@ int main(int argc, char** argv) {
 
   std::vector<const stats::WorkerCounters*> counters;
   for (auto& w : workers) counters.push_back(&w->counters());
-  stats::StatsServer stats_server([&counters] {
+  stats::StatsServer stats_server([&counters, &fast_path, &fast_path_mu] {
     stats::PrometheusText text;
     stats::render_workers(text, counters);
+    std::lock_guard<std::mutex> lock(fast_path_mu);
+    if (fast_path) render_xdp(text, *fast_path);
     return text.text();
   });
   if (!cfg.stats().listen().empty()) {
@@ -170,7 +252,8 @@ int main(int argc, char** argv) {
     for (const auto& l : runtime->listeners) names += (names.empty() ? "" : ",") + l.config.name() + "@" + l.address.to_string();
     log::info("dataplane.ready").kv("listeners", names).kv("workers", nworkers).kv("hostname", cfg.hostname())
         .kv("next_hop", cfg.next_hop().host() + ":" + std::to_string(cfg.next_hop().port())).kv("spool", cfg.spool().directory())
-        .kv("stats", cfg.stats().listen().empty() ? std::string("off") : cfg.stats().listen());
+        .kv("stats", cfg.stats().listen().empty() ? std::string("off") : cfg.stats().listen())
+        .kv("xdp", fast_path ? std::to_string(fast_path->attachments().size()) + " interface(s)" : std::string("off"));
   }
 
   while (true) {
@@ -218,6 +301,11 @@ int main(int argc, char** argv) {
     for (auto& w : workers) w->join();
     stats_server.stop();
     workers.clear();
+    {
+      std::lock_guard<std::mutex> lock(fast_path_mu);
+      selectors.clear();
+      fast_path.reset();  // detaches from every interface; pinned maps stay for the next start
+    }
     log::info("dataplane.stopped");
     return 0;
   }

@@ -97,6 +97,19 @@ void apply_defaults(Config& c) {
   // min_free_bytes 0 is a valid choice (tests on a tiny tmpfs); only the default is non-zero, so the
   // loader cannot tell "unset" from "0" here: the default lives in the YAML example and the demo.
 
+  Xdp* x = c.mutable_xdp();
+  if (!x->interfaces().empty()) {
+    if (x->attach_mode() == XDP_ATTACH_MODE_UNSPECIFIED) x->set_attach_mode(XDP_ATTACH_MODE_NATIVE_OR_GENERIC);
+    if (x->pin_dir().empty()) x->set_pin_dir("/sys/fs/bpf/mxedge");
+    if (x->smtp_ports().empty()) {
+      for (uint32_t p : {25u, 465u, 587u}) x->add_smtp_ports(p);
+    }
+    if (!x->has_syn_rate()) x->set_syn_rate(20);
+    if (!x->has_syn_burst()) x->set_syn_burst(std::max<uint32_t>(1, 2 * x->syn_rate()));
+    if (!x->has_steering()) x->set_steering(true);
+    if (x->cpumap_qsize() == 0) x->set_cpumap_qsize(2048);
+  }
+
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
   if (lg->level() == LOG_LEVEL_UNSPECIFIED) lg->set_level(LOG_LEVEL_INFO);
@@ -164,6 +177,23 @@ void validate(const Config& c, const ProblemSink& problem) {
     if (ncpu > 0 && core >= static_cast<uint32_t>(ncpu)) problem(p, "CPU " + std::to_string(core) + " does not exist (this machine has " + std::to_string(ncpu) + ")");
     if (!cores.insert(core).second) problem(p, "CPU " + std::to_string(core) + " is listed twice");
   }
+
+  const Xdp& x = c.xdp();
+  std::set<uint32_t> ports;
+  for (int i = 0; i < x.smtp_ports_size(); ++i) {
+    const std::string p = "xdp.smtp_ports[" + std::to_string(i) + "]";
+    if (x.smtp_ports(i) == 0 || x.smtp_ports(i) > 65535) problem(p, "port must be 1-65535");
+    if (!ports.insert(x.smtp_ports(i)).second) problem(p, "port " + std::to_string(x.smtp_ports(i)) + " is listed twice");
+  }
+  if (x.smtp_ports_size() > 8) problem("xdp.smtp_ports", "at most 8 SMTP ports");
+  for (int i = 0; i < x.interfaces_size(); ++i) {
+    const std::string& n = x.interfaces(i);
+    if (n.empty() || n.size() > 15 || n.find('/') != std::string::npos)
+      problem("xdp.interfaces[" + std::to_string(i) + "]", "invalid interface name '" + n + "'");
+  }
+  if (x.has_syn_rate() && x.syn_rate() > 0 && x.has_syn_burst() && x.syn_burst() == 0)
+    problem("xdp.syn_burst", "syn_burst must be at least 1 when syn_rate is set");
+  if (!x.pin_dir().empty() && x.pin_dir().front() != '/') problem("xdp.pin_dir", "pin_dir must be an absolute path");
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

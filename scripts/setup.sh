@@ -12,7 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libbpf-dev bpftool libunbound-dev libldns-dev libcurl4-openssl-dev
   # lab peers and tools used by tests, the demo and the benchmarks
-  postfix swaks libnet-ssleay-perl libio-socket-inet6-perl iproute2 procps psmisc python3 python3-pytest ldnsutils nsd unbound xdp-tools
+  postfix swaks libnet-ssleay-perl libio-socket-inet6-perl iproute2 ethtool procps psmisc python3 python3-pytest ldnsutils nsd unbound xdp-tools
 )
 
 missing=()

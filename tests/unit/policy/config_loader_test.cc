@@ -146,3 +146,41 @@ TEST(ConfigLoader, DocumentedExampleIsValidApartFromInstalledFiles) {
 
 }  // namespace
 }  // namespace mxedge::config
+
+namespace mxedge::config {
+namespace {
+
+TEST(ConfigLoader, XdpSectionDefaultsAndValidation) {
+  auto on = load_config_text(std::string(kMinimal) + "xdp: {interfaces: [eth0]}\n", "x.yaml");
+  ASSERT_TRUE(on.ok()) << on.error_text();
+  const auto& x = on.config->xdp();
+  EXPECT_EQ(x.smtp_ports_size(), 3);
+  EXPECT_EQ(x.syn_rate(), 20u);
+  EXPECT_EQ(x.syn_burst(), 40u);
+  EXPECT_TRUE(x.steering());
+  EXPECT_EQ(x.pin_dir(), "/sys/fs/bpf/mxedge");
+  EXPECT_EQ(x.attach_mode(), v1::XDP_ATTACH_MODE_NATIVE_OR_GENERIC);
+
+  // syn_rate 0 (no limit) and steering false are real settings, distinct from "not given".
+  auto explicit_off = load_config_text(std::string(kMinimal) + "xdp: {interfaces: [eth0], syn_rate: 0, steering: false}\n", "x.yaml");
+  ASSERT_TRUE(explicit_off.ok()) << explicit_off.error_text();
+  EXPECT_EQ(explicit_off.config->xdp().syn_rate(), 0u);
+  EXPECT_FALSE(explicit_off.config->xdp().steering());
+
+  auto bad = load_config_text(std::string(kMinimal) +
+                                  "xdp:\n  interfaces: [\"bad/name\"]\n  smtp_ports: [25, 25, 70000]\n  attach_mode: turbo\n",
+                              "x.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error_text().find("x.yaml:13:"), std::string::npos) << bad.error_text();
+  EXPECT_NE(bad.error_text().find("invalid value 'turbo' (expected one of: native_or_generic, native, generic)"), std::string::npos)
+      << bad.error_text();
+  auto bad2 = load_config_text(std::string(kMinimal) + "xdp:\n  interfaces: [\"bad/name\"]\n  smtp_ports: [25, 25, 70000]\n", "x.yaml");
+  ASSERT_FALSE(bad2.ok());
+  std::string all = bad2.error_text();
+  EXPECT_NE(all.find("invalid interface name 'bad/name'"), std::string::npos) << all;
+  EXPECT_NE(all.find("port 25 is listed twice"), std::string::npos) << all;
+  EXPECT_NE(all.find("port must be 1-65535"), std::string::npos) << all;
+}
+
+}  // namespace
+}  // namespace mxedge::config

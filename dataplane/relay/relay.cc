@@ -67,19 +67,14 @@ spool::SpoolEntry* Relay::next_message() {
   if (stopping_ || ready_.empty()) return nullptr;
   spool::SpoolEntry* e = ready_.front();
   ready_.pop_front();
-  e->in_flight = true;
   return e;
 }
 
-void Relay::delivered(spool::SpoolEntry* entry) { entry->in_flight = false; }
-
 void Relay::defer(spool::SpoolEntry* entry, const std::string& reason) {
-  entry->in_flight = false;
   ++entry->attempts;
   stats::bump(counters_.messages_deferred);
   int64_t delay = backoff_ms(entry->attempts);
-  entry->next_attempt_ms = loop_.now_ms() + delay;
-  deferred_.emplace(entry->next_attempt_ms, entry);
+  deferred_.emplace(loop_.now_ms() + delay, entry);
   deferred_timer_.arm_at(deferred_.begin()->first);
   log::info("message.deferred").kv("worker", worker_).kv("qid", entry->envelope.queue_id())
       .kv("attempts", entry->attempts).kv("retry_in_ms", delay).kv("reason", reason);

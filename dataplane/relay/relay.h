@@ -38,7 +38,6 @@ class Relay {
 
   // From connections.
   spool::SpoolEntry* next_message();
-  void delivered(spool::SpoolEntry* entry);                      // all settled recipients recorded
   void defer(spool::SpoolEntry* entry, const std::string& reason);  // transient failure
   void hop_ok();
   void hop_failed(const std::string& reason);

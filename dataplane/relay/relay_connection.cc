@@ -565,7 +565,6 @@ void RelayConnection::finish_transaction(const smtp::Reply* dot) {
     relay_.spool().settle(e, settled_);
     relay_.defer(e, transient_reason_.empty() ? "not accepted by the next hop" : transient_reason_);
   } else {
-    relay_.delivered(e);
     relay_.spool().settle(e, settled_);  // destroys the entry
   }
   settled_.clear();

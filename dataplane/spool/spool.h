@@ -48,10 +48,8 @@ struct SpoolEntry {
   uint64_t segment = 0;      // sequence number of the segment holding its record
   uint64_t body_offset = 0;  // within the segment, when the body is inline
   std::vector<RecipientState> recipients;
-  // Delivery bookkeeping owned by the relay.
+  // Delivery attempts so far (the relay's back-off grows with them).
   uint32_t attempts = 0;
-  int64_t next_attempt_ms = 0;
-  bool in_flight = false;
 };
 
 class Spool {

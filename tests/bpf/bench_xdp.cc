@@ -29,49 +29,10 @@
 #include "dataplane/xdp/xdp_program.h"
 #include "tests/bpf/bpf_test_env.h"
 #include "tests/bpf/packet_builder.h"
+#include "tests/bpf/xdp_filter_peer.h"
 
 namespace mxedge::bpftest {
 namespace {
-
-constexpr uint64_t kXdpFilterSrc = 1;  // MAP_FLAG_SRC in xdp-tools' xdp-filter/common_kern_user.h
-
-struct XdpFilter {
-  bpf_object* obj = nullptr;
-  int prog_fd = -1;
-  ~XdpFilter() { bpf_object__close(obj); }
-};
-
-std::string xdpfilt_path() {
-  if (const char* env = std::getenv("MXEDGE_XDPFILT")) return env;
-  for (const char* dir : {MXEDGE_XDPFILT_DIR, "/usr/lib/x86_64-linux-gnu/bpf", "/usr/lib/bpf", "/usr/lib64/bpf"}) {
-    std::string path = std::string(dir) + "/xdpfilt_alw_all.o";
-    if (access(path.c_str(), R_OK) == 0) return path;
-  }
-  return "";
-}
-
-// Loads xdpfilt_alw_all without its pinning (maps stay private to this process) and puts one source
-// address of each family in its address filter, as `xdp-filter ip -m src` would.
-bool load_xdp_filter(XdpFilter* f, const std::string& path) {
-  f->obj = bpf_object__open_file(path.c_str(), nullptr);
-  if (!f->obj) return false;
-  bpf_map* map = nullptr;
-  bpf_object__for_each_map(map, f->obj) bpf_map__set_pin_path(map, nullptr);
-  if (bpf_object__load(f->obj) != 0) return false;
-  bpf_program* prog = bpf_object__next_program(f->obj, nullptr);
-  if (!prog) return false;
-  f->prog_fd = bpf_program__fd(prog);
-
-  std::vector<uint64_t> flags(possible_cpus(), kXdpFilterSrc);
-  uint32_t v4 = 0;
-  inet_pton(AF_INET, "198.51.100.9", &v4);
-  uint8_t v6[16];
-  inet_pton(AF_INET6, "2001:db8:bad::9", v6);
-  int ipv4 = bpf_object__find_map_fd_by_name(f->obj, "filter_ipv4");
-  int ipv6 = bpf_object__find_map_fd_by_name(f->obj, "filter_ipv6");
-  return ipv4 >= 0 && ipv6 >= 0 && bpf_map_update_elem(ipv4, &v4, flags.data(), BPF_ANY) == 0 &&
-         bpf_map_update_elem(ipv6, v6, flags.data(), BPF_ANY) == 0;
-}
 
 struct Path {
   const char* name;
@@ -118,8 +79,9 @@ int main_impl(int argc, char** argv) {
     return 1;
   }
   XdpFilter filter;
-  std::string path = xdpfilt_path();
-  bool have_filter = !path.empty() && load_xdp_filter(&filter, path);
+  const char* env = std::getenv("MXEDGE_XDPFILT");
+  std::string path = env != nullptr ? env : xdpfilt_path("xdpfilt_alw_all.o");
+  bool have_filter = load_xdp_filter(&filter, path, {"198.51.100.9", "2001:db8:bad::9"});
   if (!have_filter) std::fprintf(stderr, "xdpfilt_alw_all.o not found or not loadable (apt install xdp-tools)\n");
 
   const uint32_t steered = config.worker_cpus[0] == 0 ? XDP_PASS : XDP_REDIRECT;

@@ -56,6 +56,7 @@
 #include "dataplane/xdp/xdp_program.h"
 #include "tests/bpf/bpf_test_env.h"
 #include "tests/bpf/packet_builder.h"
+#include "tests/bpf/xdp_filter_peer.h"
 
 extern char** environ;
 
@@ -65,7 +66,6 @@ namespace {
 constexpr const char* kInject = "mxbl0";   // PacketBuilder's source MAC 02:00:00:00:00:01
 constexpr const char* kReceive = "mxbl1";  // PacketBuilder's destination MAC 02:00:00:00:00:02
 constexpr const char* kBlockedSource = "10.232.200.9";
-constexpr uint64_t kXdpFilterSrc = 1;  // MAP_FLAG_SRC in xdp-tools' xdp-filter/common_kern_user.h
 
 using Clock = std::chrono::steady_clock;
 
@@ -121,53 +121,6 @@ int load_return_program(uint32_t action, const char* name) {
   insns[0].imm = static_cast<int32_t>(action);
   insns[1].code = BPF_JMP | BPF_EXIT;
   return bpf_prog_load(BPF_PROG_TYPE_XDP, name, "GPL", insns, 2, nullptr);
-}
-
-struct XdpFilter {
-  std::string path;
-  bpf_object* obj = nullptr;
-  int prog_fd = -1;
-  int stats_fd = -1;
-  ~XdpFilter() { bpf_object__close(obj); }
-};
-
-std::string xdpfilt_path(const char* object) {
-  for (const char* dir : {MXEDGE_XDPFILT_DIR, "/usr/lib/x86_64-linux-gnu/bpf", "/usr/lib/bpf", "/usr/lib64/bpf"}) {
-    std::string path = std::string(dir) + "/" + object;
-    if (access(path.c_str(), R_OK) == 0) return path;
-  }
-  return "";
-}
-
-// Loads an xdp-filter object without its pinning and lists kBlockedSource in its IPv4 filter with
-// the source flag.
-bool load_xdp_filter(XdpFilter* f, const char* object) {
-  f->path = xdpfilt_path(object);
-  if (f->path.empty()) return false;
-  f->obj = bpf_object__open_file(f->path.c_str(), nullptr);
-  if (!f->obj) return false;
-  bpf_map* map = nullptr;
-  bpf_object__for_each_map(map, f->obj) bpf_map__set_pin_path(map, nullptr);
-  if (bpf_object__load(f->obj) != 0) return false;
-  bpf_program* prog = bpf_object__next_program(f->obj, nullptr);
-  if (!prog) return false;
-  f->prog_fd = bpf_program__fd(prog);
-  f->stats_fd = bpf_object__find_map_fd_by_name(f->obj, "xdp_stats_map");
-  std::vector<uint64_t> flags(possible_cpus(), kXdpFilterSrc);
-  uint32_t v4 = 0;
-  inet_pton(AF_INET, kBlockedSource, &v4);
-  int ipv4 = bpf_object__find_map_fd_by_name(f->obj, "filter_ipv4");
-  return f->stats_fd >= 0 && ipv4 >= 0 && bpf_map_update_elem(ipv4, &v4, flags.data(), BPF_ANY) == 0;
-}
-
-// xdp-filter's per-CPU stats record of XDP_DROP: {packets, bytes} per CPU.
-uint64_t xdp_filter_drops(const XdpFilter& f) {
-  std::vector<uint64_t> rec(2 * possible_cpus(), 0);
-  uint32_t key = XDP_DROP;
-  if (bpf_map_lookup_elem(f.stats_fd, &key, rec.data()) != 0) return 0;
-  uint64_t n = 0;
-  for (size_t cpu = 0; cpu < possible_cpus(); ++cpu) n += rec[2 * cpu];
-  return n;
 }
 
 // Injects `frame` into the inject veth's transmit path until `until`, in test runs of `chunk` frames.
@@ -282,8 +235,8 @@ int main_impl(int argc, char** argv) {
     }
   }
   XdpFilter filter_all, filter_ip;
-  bool have_all = load_xdp_filter(&filter_all, "xdpfilt_alw_all.o");
-  bool have_ip = load_xdp_filter(&filter_ip, "xdpfilt_alw_ip.o");
+  bool have_all = load_xdp_filter(&filter_all, xdpfilt_path("xdpfilt_alw_all.o"), {kBlockedSource});
+  bool have_ip = load_xdp_filter(&filter_ip, xdpfilt_path("xdpfilt_alw_ip.o"), {kBlockedSource});
   if (!have_all || !have_ip)
     std::fprintf(stderr, "xdp-filter objects missing or not loadable (apt install xdp-tools)\n");
 

@@ -63,23 +63,34 @@ def _decode_addr(hexaddr: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, b"".join(words))
 
 
-def listening_ports(pid: int) -> list[tuple[str, int]]:
-    """(address, port) of every TCP socket in LISTEN state owned by process `pid`."""
-    inodes = _socket_inodes(pid)
-    found = []
+def tcp_sockets():
+    """(local "ADDR:PORT" in /proc hex, state hex, inode) of every IPv4 and IPv6 TCP socket."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
-                for line in f:
-                    fields = line.split()
-                    local, state, inode = fields[1], fields[3], fields[9]
-                    if state == "0A" and inode in inodes:
-                        addr, port = local.split(":")
-                        found.append((_decode_addr(addr), int(port, 16)))
+                rows = [line.split() for line in f]
         except OSError:
             continue
+        for fields in rows:
+            yield fields[1], fields[3], fields[9]
+
+
+def listening_ports(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state owned by process `pid`."""
+    inodes = _socket_inodes(pid)
+    found = []
+    for local, state, inode in tcp_sockets():
+        if state == "0A" and inode in inodes:
+            addr, port = local.split(":")
+            found.append((_decode_addr(addr), int(port, 16)))
     return found
+
+
+def established_to(port: int) -> int:
+    """Established TCP connections whose local port is `port` (the server side of sessions)."""
+    want = f":{port:04X}"
+    return sum(1 for local, state, _ in tcp_sockets() if state == "01" and local.endswith(want))
 
 
 def port_is_listening(host: str, port: int) -> bool:

@@ -74,7 +74,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from lab import certs, gateway, postfix, smtp_sink, util  # noqa: E402
+from lab import certs, gateway, ports, postfix, smtp_sink, util  # noqa: E402
 
 BUILD = os.environ.get("MXEDGE_BUILD_DIR") or os.path.join(REPO, "build")
 LOADGEN = os.path.join(BUILD, "tests", "load", "loadgen", "mxedge-loadgen")
@@ -606,7 +606,6 @@ def run_mxedge_handshakes(s: Settings, lab: util.LabDir, pki, sink) -> dict:
 
 
 def run_bare_handshakes(s: Settings, lab: util.LabDir, pki) -> dict:
-    from lab import ports
     workdir = lab.unique_sub("bare")
     port = ports.free_port("127.0.0.1")
     log_path = os.path.join(workdir, "accept-loop.log")
@@ -682,7 +681,7 @@ def run_idle(s: Settings, lab: util.LabDir, pki, sink) -> dict:
             for _ in range(3):
                 held_samples.append(status_kib(pid, "VmRSS"))
                 time.sleep(min(0.4, s.idle_hold / 8))
-            conns = _established_to(gw.smtp_port)
+            conns = ports.established_to(gw.smtp_port)
         else:
             conns = None
         driver.join(300)
@@ -722,23 +721,6 @@ def run_idle(s: Settings, lab: util.LabDir, pki, sink) -> dict:
         return out
     finally:
         gw.stop()
-
-
-def _established_to(port: int) -> int:
-    """Established TCP connections whose local port is `port` (the server side of the sessions)."""
-    want = f":{port:04X}"
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "01" and fields[1].endswith(want):
-                        n += 1
-        except OSError:
-            pass
-    return n
 
 
 # ------------------------------------------------------------------------------------------------

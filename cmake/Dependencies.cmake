@@ -5,6 +5,15 @@ find_package(Protobuf REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(YAMLCPP REQUIRED IMPORTED_TARGET yaml-cpp)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+# libunbound's .pc names its static-only dependencies (nettle, libevent) as Requires.private, whose
+# -dev packages are not needed to link the shared library; find it directly.
+find_library(UNBOUND_LIBRARY unbound REQUIRED)
+find_path(UNBOUND_INCLUDE_DIR unbound.h REQUIRED)
+add_library(mxedge::unbound UNKNOWN IMPORTED)
+set_target_properties(mxedge::unbound PROPERTIES IMPORTED_LOCATION ${UNBOUND_LIBRARY}
+  INTERFACE_INCLUDE_DIRECTORIES ${UNBOUND_INCLUDE_DIR})
+pkg_check_modules(LDNS REQUIRED IMPORTED_TARGET ldns)
+find_package(nlohmann_json 3.11 REQUIRED)
 find_package(fmt REQUIRED)
 find_package(CLI11 CONFIG REQUIRED)
 if(MXEDGE_TESTS)

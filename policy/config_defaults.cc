@@ -110,6 +110,18 @@ void apply_defaults(Config& c) {
     if (x->cpumap_qsize() == 0) x->set_cpumap_qsize(2048);
   }
 
+  Resolver* r = c.mutable_resolver();
+  if (r->trust_anchor_file().empty()) r->set_trust_anchor_file("/usr/share/dns/root.key");
+  set_default_duration(r->mutable_query_timeout(), r->has_query_timeout(), 10);
+  if (r->retries() == 0) r->set_retries(3);
+  if (r->edns_buffer_size() == 0) r->set_edns_buffer_size(1232);
+  if (r->cache_size() == 0) r->set_cache_size(32ULL << 20);
+  set_default_duration(r->mutable_max_ttl(), r->has_max_ttl(), 86400);
+  set_default_duration(r->mutable_max_negative_ttl(), r->has_max_negative_ttl(), 3600);
+  set_default_duration(r->mutable_bogus_ttl(), r->has_bogus_ttl(), 60);
+  set_default_duration(r->mutable_failure_ttl(), r->has_failure_ttl(), 5);
+  if (r->max_mx_hosts() == 0) r->set_max_mx_hosts(10);
+
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
   if (lg->level() == LOG_LEVEL_UNSPECIFIED) lg->set_level(LOG_LEVEL_INFO);
@@ -194,6 +206,29 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (x.has_syn_rate() && x.syn_rate() > 0 && x.has_syn_burst() && x.syn_burst() == 0)
     problem("xdp.syn_burst", "syn_burst must be at least 1 when syn_rate is set");
   if (!x.pin_dir().empty() && x.pin_dir().front() != '/') problem("xdp.pin_dir", "pin_dir must be an absolute path");
+
+  const Resolver& r = c.resolver();
+  if (r.trust_anchor_file().empty() || r.trust_anchor_file().front() != '/')
+    problem("resolver.trust_anchor_file", "trust_anchor_file must be an absolute path");
+  if (!r.root_hints_file().empty() && r.root_hints_file().front() != '/')
+    problem("resolver.root_hints_file", "root_hints_file must be an absolute path");
+  for (int i = 0; i < r.forwarders_size(); ++i) {
+    const std::string& f = r.forwarders(i);
+    const size_t at = f.find('@');
+    const std::string host = f.substr(0, at);
+    bool ok = SocketAddress::parse(host + ":53").has_value() || SocketAddress::parse("[" + host + "]:53").has_value();
+    if (at != std::string::npos) {
+      const std::string port = f.substr(at + 1);
+      ok = ok && !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit) &&
+           std::stoul(port) >= 1 && std::stoul(port) <= 65535;
+    }
+    if (!ok) problem("resolver.forwarders[" + std::to_string(i) + "]", "invalid forwarder '" + f + "' (expected ADDRESS or ADDRESS@PORT)");
+  }
+  if (millis(r.query_timeout()) < 100) problem("resolver.query_timeout", "query_timeout must be at least 100ms");
+  if (r.retries() > 10) problem("resolver.retries", "retries must be between 1 and 10");
+  if (r.edns_buffer_size() < 512 || r.edns_buffer_size() > 4096)
+    problem("resolver.edns_buffer_size", "edns_buffer_size must be between 512 and 4096");
+  if (r.max_mx_hosts() > 100) problem("resolver.max_mx_hosts", "max_mx_hosts must be at most 100");
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

@@ -1,6 +1,8 @@
 """pytest fixtures for the lab. In a conftest.py: ``from lab.fixtures import *``.
 
 Session scope:  lab_root (a 0755 temp dir, removed at the end), lab_pki (lab.certs.LabPKI)
+Module scope:   dns_lab (lab.dns.DnsLab with unbound started; TLSA data from lab_pki's ECDSA leaf
+                and CA; NSD/unbound log tails are printed when a test of the module failed)
 Function scope: lab_dir (fresh dir for one test, removed afterwards), smtp_sink (a started
                 SmtpSink), sink_factory, postfix_factory, gateway_factory, gateway (a started
                 gateway relaying to smtp_sink), tmpfs_factory.
@@ -15,7 +17,8 @@ import os
 
 import pytest
 
-from . import certs, gateway as gateway_mod, postfix as postfix_mod, smtp_sink as sink_mod, util
+from . import certs, dns as dns_mod, gateway as gateway_mod, postfix as postfix_mod
+from . import smtp_sink as sink_mod, util
 
 __all__ = [
     "lab_root",
@@ -28,6 +31,7 @@ __all__ = [
     "gateway_factory",
     "gateway",
     "tmpfs_factory",
+    "dns_lab",
     "pytest_runtest_makereport",
 ]
 
@@ -157,6 +161,23 @@ def tmpfs_factory(lab_dir):
     yield make
     for t in reversed(mounted):
         t.unmount()
+
+
+@pytest.fixture(scope="module")
+def dns_lab(lab_root, lab_pki, request):
+    """A started DnsLab (lab/dns.py) plus unbound, shared by the tests of one module. Tests that
+    call proxy.stop_answering() must resume_answering() themselves."""
+    failed_before = request.session.testsfailed
+    lab = dns_mod.DnsLab(lab_root.unique_sub("dns"), leaf_cert=lab_pki.ecdsa.cert, ca_cert=lab_pki.ca_pem)
+    try:
+        lab.start()
+        lab.start_unbound()
+        yield lab
+    finally:
+        if request.session.testsfailed > failed_before:
+            print(f"\n----- DNS lab {lab.prefix}.0/24: NSD log -----\n{util.tail(lab.nsd_log(), 30)}"
+                  f"\n----- unbound log -----\n{util.tail(lab.unbound_log(), 60)}")
+        lab.cleanup()
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -184,3 +184,47 @@ TEST(ConfigLoader, XdpSectionDefaultsAndValidation) {
 
 }  // namespace
 }  // namespace mxedge::config
+
+namespace mxedge::config {
+namespace {
+
+TEST(ConfigLoader, ResolverSectionDefaultsAndValidation) {
+  auto def = load_config_text(kMinimal, "r.yaml");
+  ASSERT_TRUE(def.ok()) << def.error_text();
+  const auto& r = def.config->resolver();
+  EXPECT_EQ(r.trust_anchor_file(), "/usr/share/dns/root.key");
+  EXPECT_TRUE(r.root_hints_file().empty());
+  EXPECT_EQ(r.query_timeout().seconds(), 10);
+  EXPECT_EQ(r.retries(), 3u);
+  EXPECT_EQ(r.edns_buffer_size(), 1232u);
+  EXPECT_EQ(r.cache_size(), 32u << 20);
+  EXPECT_EQ(r.max_ttl().seconds(), 86400);
+  EXPECT_EQ(r.max_negative_ttl().seconds(), 3600);
+  EXPECT_EQ(r.bogus_ttl().seconds(), 60);
+  EXPECT_EQ(r.failure_ttl().seconds(), 5);
+  EXPECT_EQ(r.max_mx_hosts(), 10u);
+
+  auto good = load_config_text(std::string(kMinimal) +
+                                   "resolver: {forwarders: [\"127.0.0.53\", \"::1@5353\"], query_timeout: 2s, cache_size: 1MiB}\n",
+                               "r.yaml");
+  ASSERT_TRUE(good.ok()) << good.error_text();
+  EXPECT_EQ(good.config->resolver().forwarders_size(), 2);
+  EXPECT_EQ(good.config->resolver().cache_size(), 1u << 20);
+
+  auto bad = load_config_text(std::string(kMinimal) +
+                                  "resolver:\n  trust_anchor_file: root.key\n  forwarders: [\"dns.example\", \"192.0.2.1@99999\"]\n"
+                                  "  query_timeout: 10ms\n  retries: 11\n  edns_buffer_size: 100\n",
+                              "r.yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string all = bad.error_text();
+  EXPECT_NE(all.find("r.yaml:11:"), std::string::npos) << all;
+  EXPECT_NE(all.find("trust_anchor_file must be an absolute path"), std::string::npos) << all;
+  EXPECT_NE(all.find("invalid forwarder 'dns.example'"), std::string::npos) << all;
+  EXPECT_NE(all.find("invalid forwarder '192.0.2.1@99999'"), std::string::npos) << all;
+  EXPECT_NE(all.find("query_timeout must be at least 100ms"), std::string::npos) << all;
+  EXPECT_NE(all.find("retries must be between 1 and 10"), std::string::npos) << all;
+  EXPECT_NE(all.find("edns_buffer_size must be between 512 and 4096"), std::string::npos) << all;
+}
+
+}  // namespace
+}  // namespace mxedge::config

@@ -1,0 +1,36 @@
+#include "controlplane/resolver/resolver_config.h"
+
+namespace mxedge::resolver {
+namespace {
+
+std::chrono::milliseconds ms(const google::protobuf::Duration& d) {
+  return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+}
+std::chrono::seconds secs(const google::protobuf::Duration& d) { return std::chrono::seconds(d.seconds()); }
+
+}  // namespace
+
+ResolverOptions resolver_options(const config::v1::Resolver& c) {
+  ResolverOptions o;
+  o.trust_anchor_file = c.trust_anchor_file();
+  o.root_hints_file = c.root_hints_file();
+  o.forwarders.assign(c.forwarders().begin(), c.forwarders().end());
+  o.query_timeout = ms(c.query_timeout());
+  o.retries = static_cast<int>(c.retries());
+  o.edns_buffer_size = static_cast<int>(c.edns_buffer_size());
+  o.cache_bytes = c.cache_size();
+  o.max_ttl = secs(c.max_ttl());
+  o.max_negative_ttl = secs(c.max_negative_ttl());
+  o.bogus_ttl = secs(c.bogus_ttl());
+  o.failure_ttl = secs(c.failure_ttl());
+  return o;
+}
+
+DestinationOptions destination_options(const config::v1::Resolver& c) {
+  DestinationOptions o;
+  o.max_mx_hosts = c.max_mx_hosts();
+  o.cache_bytes = c.cache_size() / 2;
+  return o;
+}
+
+}  // namespace mxedge::resolver

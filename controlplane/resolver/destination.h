@@ -124,7 +124,7 @@ class DestinationResolver {
   ~DestinationResolver();
 
   // Resolves `domain`; a cached result is delivered before resolve() returns, otherwise from the
-  // resolver's process()/expire(). Concurrent resolutions of one domain share the work.
+  // resolver's event base. Concurrent resolutions of one domain share the work.
   void resolve(std::string_view domain, Callback callback);
 
   // The cached result only (no DNS); nullptr when absent or expired. The warm path.

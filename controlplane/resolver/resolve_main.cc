@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-ms", timeout_ms, "Per-lookup deadline")->capture_default_str();
   app.add_option("--retries", opt.retries, "Retries per upstream server after an error answer")->capture_default_str()->check(CLI::Range(1, 10));
   app.add_option("--failure-ttl", failure_ttl, "Seconds a failed lookup is remembered")->capture_default_str();
+  app.add_option("--edns-buffer-size", opt.edns_buffer_size, "EDNS0 UDP payload size; larger answers come over TCP")
+      ->capture_default_str()->check(CLI::Range(512, 4096));
   app.add_flag("!--no-ipv6", opt.use_ipv6_transport, "Do not query servers over IPv6");
   app.add_option("--log-file", opt.log_file, "libunbound's log (validation details)");
   app.add_option("--tlsa-port", dopt.tlsa_port, "Port in the TLSA name (_PORT._tcp)")->capture_default_str();
@@ -80,7 +82,7 @@ int main(int argc, char** argv) {
     if (app.count("--timeout-ms") == 0) timeout_ms = from.query_timeout.count();
     if (app.count("--retries") == 0) opt.retries = from.retries;
     if (app.count("--failure-ttl") == 0) failure_ttl = from.failure_ttl.count();
-    opt.edns_buffer_size = from.edns_buffer_size;
+    if (app.count("--edns-buffer-size") == 0) opt.edns_buffer_size = from.edns_buffer_size;
     opt.cache_bytes = from.cache_bytes;
     opt.max_ttl = from.max_ttl;
     opt.max_negative_ttl = from.max_negative_ttl;

@@ -1,9 +1,10 @@
 #include "controlplane/resolver/resolver.h"
 
-#include <poll.h>
+#include <event2/event.h>
 #include <stdlib.h>
-#include <unistd.h>
+#include <unbound-event.h>
 #include <unbound.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -12,8 +13,6 @@ namespace mxedge::resolver {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-thread_local Resolver* t_processing = nullptr;
 
 std::string rcode_name(int rcode) {
   switch (rcode) {
@@ -98,47 +97,50 @@ std::string_view to_string(AnswerKind k) {
   return "?";
 }
 
-std::shared_ptr<LookupResult> make_lookup_result(std::string_view qname, uint16_t qtype, int err, const ub_result* r) {
+std::shared_ptr<LookupResult> make_lookup_result(std::string_view qname, uint16_t qtype, const RawAnswer& raw) {
   auto out = std::make_shared<LookupResult>();
   out->qname = normalize_name(qname);
   out->qtype = qtype;
-  if (err != 0) {
-    out->why = std::string("resolver error: ") + ub_strerror(err);
-    return out;
-  }
-  if (!r) {
-    out->why = "resolver returned no result";
-    return out;
-  }
-  if (r->bogus) {
+  if (raw.sec == RawAnswer::kBogus) {
     out->security = Security::kBogus;
-    out->why = r->why_bogus ? r->why_bogus : "DNSSEC validation failed";
+    out->why = raw.why_bogus && *raw.why_bogus ? raw.why_bogus : "DNSSEC validation failed";
     return out;
   }
-  if (r->rcode != 0 && r->rcode != 3) {
-    out->why = rcode_name(r->rcode) + (r->was_ratelimited ? " (rate limited)" : "");
+  if (raw.rcode != 0 && raw.rcode != 3) {
+    out->why = rcode_name(raw.rcode) + (raw.ratelimited ? " (rate limited)" : "");
+    return out;
+  }
+  if (raw.packet.empty()) {
+    out->why = "resolver returned no answer";
     return out;
   }
   std::string error;
-  if (r->answer_packet && r->answer_len > 0) {
-    if (!parse_answer({static_cast<const uint8_t*>(r->answer_packet), static_cast<size_t>(r->answer_len)}, out->qname,
-                      qtype, &out->answer, &error)) {
-      out->why = error;
-      return out;
-    }
-  } else {
-    out->answer.canonical_name = out->qname;
+  if (!parse_answer(raw.packet, out->qname, qtype, &out->answer, &error)) {
+    out->why = error;
+    return out;
   }
-  out->security = r->secure ? Security::kSecure : Security::kInsecure;
-  out->kind = r->nxdomain ? AnswerKind::kNxDomain : r->havedata ? AnswerKind::kData : AnswerKind::kNoData;
-  out->ttl = out->answer.has_ttl ? out->answer.ttl : static_cast<uint32_t>(std::max(r->ttl, 0));
+  const int rcode = raw.rcode ? raw.rcode : out->answer.rcode;
+  if (rcode != 0 && rcode != 3) {
+    out->why = rcode_name(rcode);
+    return out;
+  }
+  out->security = raw.sec == RawAnswer::kSecure ? Security::kSecure : Security::kInsecure;
+  const ParsedAnswer& a = out->answer;
+  const bool data = !a.mx.empty() || !a.addresses.empty() || !a.tlsa.empty() || !a.targets.empty();
+  out->kind = rcode == 3 ? AnswerKind::kNxDomain : data ? AnswerKind::kData : AnswerKind::kNoData;
+  out->ttl = a.ttl;
   return out;
 }
 
 Resolver::Resolver(const ResolverOptions& options) : options_(options), cache_(options.cache_bytes) {}
 
 Resolver::~Resolver() {
-  if (ctx_) ub_ctx_delete(ctx_);
+  if (ctx_) ub_ctx_delete(ctx_);  // in-flight lookups are dropped without their callbacks
+  for (auto& [seq, p] : pending_) {
+    if (p.timer) event_free(p.timer);
+    delete p.answer_token;
+  }
+  if (base_) event_base_free(base_);
   if (log_) fclose(log_);
 }
 
@@ -153,7 +155,12 @@ std::unique_ptr<Resolver> Resolver::create(const ResolverOptions& options, std::
     *error = "cannot read root hints file " + options.root_hints_file;
     return nullptr;
   }
-  r->ctx_ = ub_ctx_create();
+  r->base_ = event_base_new();
+  if (!r->base_) {
+    *error = "cannot create an event base";
+    return nullptr;
+  }
+  r->ctx_ = ub_ctx_create_event(r->base_);
   if (!r->ctx_) {
     *error = "cannot create a libunbound context";
     return nullptr;
@@ -169,10 +176,6 @@ std::unique_ptr<Resolver> Resolver::create(const ResolverOptions& options, std::
     return nullptr;
   }
   ub_ctx_debugout(r->ctx_, r->log_);
-  if (ub_ctx_async(r->ctx_, 1) != 0) {
-    *error = "libunbound cannot resolve in a thread";
-    return nullptr;
-  }
   // val-log-level 2 makes the validator keep the reason of a bogus answer (why_bogus).
   if (!set("verbosity:", "0") || !set("val-log-level:", "2") ||
       !set("edns-buffer-size:", std::to_string(options.edns_buffer_size)) ||
@@ -204,8 +207,6 @@ std::unique_ptr<Resolver> Resolver::create(const ResolverOptions& options, std::
   return r;
 }
 
-int Resolver::fd() const { return ub_fd(ctx_); }
-
 std::chrono::seconds Resolver::cache_ttl(const LookupResult& r) const {
   using std::chrono::seconds;
   switch (r.security) {
@@ -232,32 +233,70 @@ void Resolver::lookup(std::string_view name, uint16_t type, Callback callback) {
     return;
   }
   const uint64_t seq = next_seq_++;
-  int async_id = 0;
-  const int rc = ub_resolve_async(ctx_, qname.c_str(), type, 1, reinterpret_cast<void*>(static_cast<uintptr_t>(seq)),
-                                  &Resolver::on_result, &async_id);
-  if (rc != 0) {
-    auto failed = make_lookup_result(qname, type, rc, nullptr);
-    ++counters_.failure;
-    callback(failed, false);
-    return;
-  }
-  ++counters_.queries_started;
-  Pending p{seq, async_id, key, qname, type, now + options_.query_timeout, {}};
+  Pending& p = pending_.emplace(seq, Pending{}).first->second;
+  p.seq = seq;
+  p.key = key;
+  p.qname = qname;
+  p.qtype = type;
   p.callbacks.push_back(std::move(callback));
   pending_by_key_.emplace(std::move(key), seq);
-  pending_.emplace(seq, std::move(p));
-}
-
-void Resolver::on_result(void* arg, int err, ub_result* result) {
-  Resolver* self = t_processing;
-  const uint64_t seq = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(arg));
-  auto it = self ? self->pending_.find(seq) : decltype(self->pending_.end()){};
-  if (!self || it == self->pending_.end()) {  // already failed by its deadline
-    if (result) ub_resolve_free(result);
+  ++counters_.queries_started;
+  // Local data is answered inside ub_resolve_event: the pending entry exists before the call.
+  auto* token = new Token{this, seq};
+  p.answer_token = token;
+  int async_id = 0;
+  const int rc = ub_resolve_event(ctx_, qname.c_str(), type, 1, token, &Resolver::on_answer, &async_id);
+  auto it = pending_.find(seq);
+  if (it == pending_.end()) return;  // answered already
+  if (rc != 0) {
+    delete token;  // never handed over
+    it->second.answer_token = nullptr;
+    auto failed = std::make_shared<LookupResult>();
+    failed->qname = qname;
+    failed->qtype = type;
+    failed->why = std::string("resolver error: ") + ub_strerror(rc);
+    complete(seq, std::move(failed));
     return;
   }
-  auto r = make_lookup_result(it->second.qname, it->second.qtype, err, result);
-  if (result) ub_resolve_free(result);
+  Pending& q = it->second;
+  q.async_id = async_id;
+  q.timer_token = std::make_unique<Token>(Token{this, seq});
+  q.timer = evtimer_new(base_, &Resolver::on_timeout, q.timer_token.get());
+  const auto t = options_.query_timeout.count();
+  timeval tv{static_cast<time_t>(t / 1000), static_cast<suseconds_t>((t % 1000) * 1000)};
+  evtimer_add(q.timer, &tv);
+}
+
+void Resolver::on_answer(void* arg, int rcode, void* packet, int packet_len, int sec, char* why_bogus, int ratelimited) {
+  std::unique_ptr<Token> token(static_cast<Token*>(arg));
+  Resolver* self = token->self;
+  auto it = self->pending_.find(token->seq);
+  if (it == self->pending_.end()) return;
+  it->second.answer_token = nullptr;  // this callback owns it now
+  RawAnswer raw;
+  raw.rcode = rcode;
+  if (packet && packet_len > 0) raw.packet = {static_cast<const uint8_t*>(packet), static_cast<size_t>(packet_len)};
+  raw.sec = sec == 2 ? RawAnswer::kSecure : sec == 1 ? RawAnswer::kBogus : RawAnswer::kInsecure;
+  raw.why_bogus = why_bogus;
+  raw.ratelimited = ratelimited != 0;
+  self->complete(token->seq, make_lookup_result(it->second.qname, it->second.qtype, raw));
+}
+
+void Resolver::on_timeout(int, short, void* arg) {
+  const Token* token = static_cast<const Token*>(arg);
+  Resolver* self = token->self;
+  const uint64_t seq = token->seq;
+  auto it = self->pending_.find(seq);
+  if (it == self->pending_.end()) return;
+  // A cancelled query's callback never runs: its token is ours to free. If the cancel fails, the
+  // query is not libunbound's any more and its callback has run (everything is on this thread).
+  if (it->second.async_id && ub_cancel(self->ctx_, it->second.async_id) == 0) delete it->second.answer_token;
+  it->second.answer_token = nullptr;
+  ++self->counters_.timeouts;
+  auto r = std::make_shared<LookupResult>();
+  r->qname = it->second.qname;
+  r->qtype = it->second.qtype;
+  r->why = "timeout: no answer within " + std::to_string(self->options_.query_timeout.count()) + " ms";
   self->complete(seq, std::move(r));
 }
 
@@ -267,6 +306,7 @@ void Resolver::complete(uint64_t seq, std::shared_ptr<LookupResult> result) {
   Pending p = std::move(it->second);
   pending_.erase(it);
   pending_by_key_.erase(p.key);
+  if (p.timer) event_free(p.timer);
   switch (result->security) {
     case Security::kSecure: ++counters_.secure; break;
     case Security::kInsecure: ++counters_.insecure; break;
@@ -283,50 +323,8 @@ void Resolver::complete(uint64_t seq, std::shared_ptr<LookupResult> result) {
   for (Callback& cb : p.callbacks) cb(shared, false);
 }
 
-void Resolver::process() {
-  Resolver* saved = t_processing;
-  t_processing = this;
-  ub_process(ctx_);
-  t_processing = saved;
-}
-
-void Resolver::expire(Clock::time_point now) {
-  std::vector<uint64_t> overdue;
-  for (const auto& [seq, p] : pending_) {
-    if (p.deadline <= now) overdue.push_back(seq);
-  }
-  for (uint64_t seq : overdue) {
-    auto it = pending_.find(seq);
-    if (it == pending_.end()) continue;
-    ub_cancel(ctx_, it->second.async_id);
-    ++counters_.timeouts;
-    auto r = std::make_shared<LookupResult>();
-    r->qname = it->second.qname;
-    r->qtype = it->second.qtype;
-    r->why = "timeout: no answer within " + std::to_string(options_.query_timeout.count()) + " ms";
-    complete(seq, std::move(r));
-  }
-}
-
-std::optional<Clock::time_point> Resolver::next_deadline() const {
-  std::optional<Clock::time_point> next;
-  for (const auto& [seq, p] : pending_) {
-    if (!next || p.deadline < *next) next = p.deadline;
-  }
-  return next;
-}
-
 void Resolver::run_until(const std::function<bool()>& done) {
-  while (!done() && !pending_.empty()) {
-    int timeout_ms = -1;
-    if (auto d = next_deadline()) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*d - Clock::now()).count();
-      timeout_ms = static_cast<int>(std::clamp<int64_t>(left + 1, 0, 60000));
-    }
-    pollfd p{fd(), POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) > 0) process();
-    expire(Clock::now());
-  }
+  while (!done() && !pending_.empty()) event_base_loop(base_, EVLOOP_ONCE);
 }
 
 }  // namespace mxedge::resolver

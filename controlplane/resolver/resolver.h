@@ -5,8 +5,9 @@
 // ones coalesced; results cached (TTL-aware, negative answers too, memory-bounded) on top of
 // libunbound's own RRset cache.
 //
-// Threading: one thread owns a Resolver. Wait for fd() to become readable and call process(); call
-// expire(now) at next_deadline(). Tools and tests use run_until().
+// Threading: one thread owns a Resolver. libunbound runs on that thread too, on the resolver's
+// libevent base (ub_ctx_create_event): no worker thread, no pipe between them. The owner drives the
+// base — as its own event loop (event_base()) or through run_until().
 #pragma once
 
 #include <chrono>
@@ -15,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -24,7 +26,8 @@
 #include "controlplane/resolver/ttl_cache.h"
 
 struct ub_ctx;
-struct ub_result;
+struct event_base;
+struct event;
 
 namespace mxedge::resolver {
 
@@ -102,19 +105,16 @@ class Resolver {
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
-  // Looks up (`name`, `type`, IN). A cached answer is delivered before lookup() returns; otherwise the
-  // callback runs from process() or expire(). Identical lookups in flight share one query.
+  // Looks up (`name`, `type`, IN). A cached (or local-data) answer is delivered before lookup()
+  // returns; otherwise the callback runs from the event base. Identical lookups in flight share one
+  // query. A lookup unanswered after query_timeout fails with "timeout".
   void lookup(std::string_view name, uint16_t type, Callback callback);
 
-  int fd() const;
-  // Delivers the answers libunbound has finished.
-  void process();
-  // Fails the lookups whose deadline has passed.
-  void expire(std::chrono::steady_clock::time_point now);
-  std::optional<std::chrono::steady_clock::time_point> next_deadline() const;
+  // The libevent base libunbound's sockets and the lookup deadlines live on.
+  struct event_base* event_base() const { return base_; }
   size_t in_flight() const { return pending_.size(); }
 
-  // Blocks, processing answers and deadlines, until `done()` is true or nothing is in flight.
+  // Runs the event base until `done()` is true or nothing is in flight.
   void run_until(const std::function<bool()>& done);
 
   CacheStats cache_stats() const { return cache_.stats(); }
@@ -122,22 +122,31 @@ class Resolver {
   const ResolverOptions& options() const { return options_; }
 
  private:
+  // Handed to libunbound and libevent as callback arguments.
+  struct Token {
+    Resolver* self;
+    uint64_t seq;
+  };
   struct Pending {
     uint64_t seq;
     int async_id = 0;
     std::string key;
     std::string qname;
     uint16_t qtype;
-    std::chrono::steady_clock::time_point deadline;
+    Token* answer_token = nullptr;  // owned by libunbound's callback until it runs
+    std::unique_ptr<Token> timer_token;
+    struct event* timer = nullptr;
     std::vector<Callback> callbacks;
   };
 
   explicit Resolver(const ResolverOptions& options);
-  static void on_result(void* arg, int err, ub_result* result);
+  static void on_answer(void* arg, int rcode, void* packet, int packet_len, int sec, char* why_bogus, int ratelimited);
+  static void on_timeout(int fd, short what, void* arg);
   void complete(uint64_t seq, std::shared_ptr<LookupResult> result);
   std::chrono::seconds cache_ttl(const LookupResult& r) const;
 
   ResolverOptions options_;
+  struct event_base* base_ = nullptr;
   ub_ctx* ctx_ = nullptr;
   FILE* log_ = nullptr;
   uint64_t next_seq_ = 1;
@@ -147,7 +156,16 @@ class Resolver {
   ResolverCounters counters_;
 };
 
-// Builds a LookupResult from libunbound's result fields (exposed for tests and the fuzz target).
-std::shared_ptr<LookupResult> make_lookup_result(std::string_view qname, uint16_t qtype, int err, const ub_result* r);
+// What libunbound reports for a finished lookup (ub_resolve_event's callback arguments).
+struct RawAnswer {
+  int rcode = 0;                      // 0, or the DNS rcode of a failure (mostly SERVFAIL)
+  std::span<const uint8_t> packet;    // the answer in wire format
+  enum Sec { kInsecure = 0, kBogus = 1, kSecure = 2 } sec = kInsecure;
+  const char* why_bogus = nullptr;
+  bool ratelimited = false;
+};
+
+// Builds a LookupResult from libunbound's answer (exposed for tests and the fuzz target).
+std::shared_ptr<LookupResult> make_lookup_result(std::string_view qname, uint16_t qtype, const RawAnswer& raw);
 
 }  // namespace mxedge::resolver

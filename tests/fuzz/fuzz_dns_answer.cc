@@ -1,5 +1,5 @@
 // Fuzz target: the record-parsing path of the resolver — a DNS answer packet as libunbound hands it
-// over (ub_result), read by make_lookup_result/parse_answer (ldns), and the TLSA usability checks.
+// over (ub_resolve_event's callback), read by make_lookup_result/parse_answer (ldns), and the TLSA usability checks.
 // The first byte picks the question type; the rest is the packet. The question name is taken from
 // the packet when it has one, so CNAME chains and owner matching are reachable.
 #include <cstdint>
@@ -11,7 +11,6 @@
 
 // ldns' headers redefine bool for C; they come after every C++ header.
 #include <ldns/ldns.h>
-#include <unbound.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace mxedge::resolver;
@@ -45,18 +44,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  // The same bytes as libunbound's result for a secure answer.
-  ub_result r{};
-  std::string qcopy = qname;
-  r.qname = qcopy.data();
-  r.qtype = qtype;
-  r.qclass = 1;
-  r.answer_packet = const_cast<uint8_t*>(pkt);
-  r.answer_len = static_cast<int>(len);
-  r.havedata = len % 2;
-  r.secure = 1;
-  auto result = make_lookup_result(qname, qtype, 0, &r);
+  // The same bytes as libunbound's answer, with each security status it can report.
+  RawAnswer raw;
+  raw.packet = {pkt, len};
+  raw.sec = static_cast<RawAnswer::Sec>(data[0] / 8 % 3);
+  raw.rcode = data[0] / 32 % 2 ? 2 : 0;
+  auto result = make_lookup_result(qname, qtype, raw);
   if (!result) __builtin_trap();
+  if (result->security == Security::kSecure && raw.sec != RawAnswer::kSecure) __builtin_trap();
 
   (void)mxedge::policy::parse_tlsa_rdata({pkt, len});
   std::string err;

@@ -352,3 +352,14 @@ resolver:
     conf.write_text(conf.read_text().replace("query_timeout: 4s", "query_timeout: 4 seconds"))
     bad = subprocess.run([resolve.binary_path(), "--config", str(conf), "dane-ok.test"], capture_output=True, text=True)
     assert bad.returncode == 1 and f"{conf}:11:18:" in bad.stderr and "invalid duration" in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize("edns", ["512", "1232"])
+def test_answers_too_large_for_udp_come_over_tcp(dns_lab, edns):
+    from lab import dns as dns_mod
+    udp = dns_mod.query(dns_lab.nsd_address, "big.dane-ok.test", "A", bufsize=int(edns))
+    assert udp is not None and udp.tc  # the server truncates over UDP
+    run = resolve.run(dns_lab, ["big.dane-ok.test"], rtype="A", extra=["--edns-buffer-size", edns])
+    r = run.by_name("big.dane-ok.test")
+    assert r["security"] == "secure" and r["kind"] == "data"
+    assert len(r["records"]) == dns_mod.BIG_RRSET

@@ -56,6 +56,7 @@ LDNS_SIGNZONE = "/usr/bin/ldns-signzone"
 ALGORITHM = "ECDSAP256SHA256"        # DNSSEC algorithm 13
 UNSUPPORTED_DS_ALGORITHM = 200       # unassigned: validators treat a DS set with only this as insecure
 BENCH_DOMAINS = 2000
+BIG_RRSET = 150                      # A records at big.dane-ok.test: ~2.4 KB, more than UDP carries
 
 PROXY_ZONES = ("tlsa-servfail.test", "tlsa-timeout.test", "flaky.test", "mangled.test")
 MANGLE_KINDS = ("truncated", "wrongclass", "oversized", "garbage", "compressloop")
@@ -63,7 +64,8 @@ MANGLE_KINDS = ("truncated", "wrongclass", "oversized", "garbage", "compressloop
 CASES: dict[str, str] = {
     "dane-ok.test": "secure (NSEC); MX 10 mx1 (TLSA 3 1 1), 20 mx2 (2 1 1), 30 mx3 (2 0 1); "
                     "mixed.dane-ok.test: {3 1 1 ok, 3 1 1 with a 20-byte digest}; "
-                    "badlen.dane-ok.test: only {3 1 1 20-byte digest, 3 1 2 32-byte digest}",
+                    "badlen.dane-ok.test: only {3 1 1 20-byte digest, 3 1 2 32-byte digest}; "
+                    f"big.dane-ok.test: {BIG_RRSET} A records (TC over UDP, complete over TCP)",
     "no-tlsa.test": "secure (NSEC); MX 10 mx.no-tlsa.test, no TLSA (secure denial)",
     "no-tlsa-nsec3.test": "secure (NSEC3, 0 iterations, no salt); MX 10 mx, no TLSA (secure denial)",
     "insecure.test": "signed, no DS in test. -> insecure; MX 10 mx (A/AAAA, TLSA 3 1 1 to ignore); "
@@ -981,7 +983,9 @@ class DnsLab:
           h("mixed.dane-ok.test"), T("mixed.dane-ok.test", 3, 1, 1, leaf),
           T("mixed.dane-ok.test", 3, 1, 1, short20),
           h("badlen.dane-ok.test"), T("badlen.dane-ok.test", 3, 1, 1, short20),
-          T("badlen.dane-ok.test", 3, 1, 2, leaf))
+          T("badlen.dane-ok.test", 3, 1, 2, leaf),
+          # An answer too large for UDP (TC set): resolvers must retry over TCP.
+          [f"big.dane-ok.test. IN A 127.0.{i // 250 + 1}.{i % 250 + 1}" for i in range(BIG_RRSET)])
         Z("no-tlsa.test", "no-tlsa.test. IN MX 10 mx.no-tlsa.test.", h("mx.no-tlsa.test"))
         Z("no-tlsa-nsec3.test", "no-tlsa-nsec3.test. IN MX 10 mx.no-tlsa-nsec3.test.",
           h("mx.no-tlsa-nsec3.test"), nsec3=True)

@@ -1,4 +1,5 @@
 #include "controlplane/resolver/dns_answer.h"
+#include "controlplane/resolver/resolver.h"
 
 #include <gtest/gtest.h>
 #include <ldns/ldns.h>
@@ -139,6 +140,67 @@ TEST(DnsAnswerTest, NormalizeName) {
   EXPECT_EQ(normalize_name("."), ".");
   EXPECT_EQ(normalize_name(""), ".");
   EXPECT_EQ(normalize_name("a.test"), "a.test");
+}
+
+// How libunbound's answer becomes a status: the rules the DANE ladder depends on.
+TEST(LookupResultTest, StatusFromLibunboundsAnswer) {
+  auto data = packet("mx.test.", LDNS_RR_TYPE_A, {"mx.test. 300 IN A 192.0.2.1"});
+  RawAnswer raw;
+  raw.packet = data;
+  raw.sec = RawAnswer::kSecure;
+  auto r = make_lookup_result("MX.test.", kTypeA, raw);
+  EXPECT_EQ(r->security, Security::kSecure);
+  EXPECT_EQ(r->kind, AnswerKind::kData);
+  EXPECT_EQ(r->qname, "mx.test");
+  EXPECT_TRUE(r->secure_data());
+  EXPECT_EQ(r->ttl, 300u);
+
+  raw.sec = RawAnswer::kInsecure;
+  EXPECT_EQ(make_lookup_result("mx.test", kTypeA, raw)->security, Security::kInsecure);
+
+  // Bogus wins over everything, with the validator's reason.
+  raw.sec = RawAnswer::kBogus;
+  raw.rcode = 2;
+  raw.why_bogus = "signature expired";
+  r = make_lookup_result("mx.test", kTypeA, raw);
+  EXPECT_EQ(r->security, Security::kBogus);
+  EXPECT_EQ(r->why, "signature expired");
+
+  // SERVFAIL that is not a validation failure: a failure, never "no data".
+  raw.sec = RawAnswer::kInsecure;
+  raw.why_bogus = nullptr;
+  r = make_lookup_result("mx.test", kTypeA, raw);
+  EXPECT_EQ(r->security, Security::kFailure);
+  EXPECT_EQ(r->why, "SERVFAIL");
+  raw.rcode = 5;
+  EXPECT_EQ(make_lookup_result("mx.test", kTypeA, raw)->why, "REFUSED");
+
+  // Secure denial: NXDOMAIN and NODATA, with the SOA's negative TTL.
+  auto nx = packet("nosuch.test.", LDNS_RR_TYPE_TLSA, {}, {"test. 900 IN SOA ns.test. host.test. 1 7200 3600 1209600 60"},
+                   LDNS_RCODE_NXDOMAIN);
+  RawAnswer deny;
+  deny.packet = nx;
+  deny.sec = RawAnswer::kSecure;
+  r = make_lookup_result("nosuch.test", kTypeTlsa, deny);
+  EXPECT_TRUE(r->secure_denial());
+  EXPECT_EQ(r->kind, AnswerKind::kNxDomain);
+  EXPECT_EQ(r->ttl, 60u);
+  auto nodata = packet("mx.test.", LDNS_RR_TYPE_TLSA, {}, {"test. 900 IN SOA ns.test. host.test. 1 7200 3600 1209600 60"});
+  deny.packet = nodata;
+  r = make_lookup_result("mx.test", kTypeTlsa, deny);
+  EXPECT_EQ(r->kind, AnswerKind::kNoData);
+  EXPECT_TRUE(r->secure_denial());
+
+  // A secure-marked answer that does not parse is a failure, not data.
+  std::vector<uint8_t> cut(data.begin(), data.end() - 2);
+  raw = RawAnswer{};
+  raw.packet = cut;
+  raw.sec = RawAnswer::kSecure;
+  r = make_lookup_result("mx.test", kTypeA, raw);
+  EXPECT_EQ(r->security, Security::kFailure);
+  EXPECT_NE(r->why.find("malformed"), std::string::npos);
+  raw.packet = {};
+  EXPECT_EQ(make_lookup_result("mx.test", kTypeA, raw)->security, Security::kFailure);
 }
 
 }  // namespace

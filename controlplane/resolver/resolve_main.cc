@@ -9,11 +9,14 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <random>
 #include <thread>
 
 #include "controlplane/resolver/destination.h"
+#include "controlplane/resolver/dnssec_records.h"
 #include "controlplane/resolver/resolver.h"
 #include "controlplane/resolver/resolver_config.h"
 #include "controlplane/resolver/result_json.h"
@@ -45,7 +48,9 @@ int main(int argc, char** argv) {
   double interval = 0;
   int64_t timeout_ms = opt.query_timeout.count();
   int64_t failure_ttl = opt.failure_ttl.count();
-  app.add_option("names", names, "Domains to resolve (or names to look up with --type)")->required();
+  std::string ds_zone;
+  app.add_option("names", names, "Domains to resolve (or names to look up with --type)");
+  app.add_option("--ds-for", ds_zone, "Print the DS records (SHA-256) the parent must publish for the SEP keys in this zone file, and exit");
   app.add_option("--trust-anchor", opt.trust_anchor_file, "DS/DNSKEY trust anchor file")->capture_default_str();
   app.add_option("--root-hints", opt.root_hints_file, "Root hints file (default: built-in)");
   app.add_option("--root-server", opt.root_stub, "Query this server (ADDR[@PORT]) for the root instead of priming")->allow_extra_args(false);
@@ -88,6 +93,27 @@ int main(int argc, char** argv) {
     opt.max_negative_ttl = from.max_negative_ttl;
     opt.bogus_ttl = from.bogus_ttl;
     dopt.max_mx_hosts = destination_options(rc).max_mx_hosts;
+  }
+  if (!ds_zone.empty()) {
+    std::ifstream in(ds_zone);
+    if (!in) {
+      std::cerr << "mxedge-resolve: cannot read " << ds_zone << "\n";
+      return 1;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string err;
+    auto ds = ds_for_zone_keys(text.str(), DsDigest::kSha256, &err);
+    if (!err.empty() || ds.empty()) {
+      std::cerr << "mxedge-resolve: " << ds_zone << ": " << (err.empty() ? "no DNSKEY with the SEP flag (257)" : err) << "\n";
+      return 1;
+    }
+    for (const auto& d : ds) std::cout << d << "\n";
+    return 0;
+  }
+  if (names.empty()) {
+    std::cerr << "mxedge-resolve: name a domain to resolve (see --help)\n";
+    return 2;
   }
   opt.query_timeout = std::chrono::milliseconds(timeout_ms);
   opt.failure_ttl = std::chrono::seconds(failure_ttl);

@@ -363,3 +363,14 @@ def test_answers_too_large_for_udp_come_over_tcp(dns_lab, edns):
     r = run.by_name("big.dane-ok.test")
     assert r["security"] == "secure" and r["kind"] == "data"
     assert len(r["records"]) == dns_mod.BIG_RRSET
+
+
+def test_ds_for_the_lab_root_matches_its_trust_anchor(dns_lab):
+    p = subprocess.run([resolve.binary_path(), "--ds-for", dns_lab.zone_file(".")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    anchor = open(dns_lab.trust_anchor_file).read().split()
+    ds = p.stdout.split()
+    # ". TTL IN DS tag alg 2 digest": tag, algorithm, digest type and digest must agree.
+    assert ds[3] == "DS" and ds[4:8] == [anchor[4], anchor[5], anchor[6], anchor[7].lower()], (ds, anchor)
+    missing = subprocess.run([resolve.binary_path(), "--ds-for", "/nonexistent/zone"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "cannot read /nonexistent/zone" in missing.stderr

@@ -33,6 +33,7 @@ std::string type_name(uint16_t type) {
     case kTypeCname: return "CNAME";
     case kTypeSoa: return "SOA";
     case kTypeMx: return "MX";
+    case kTypeTxt: return "TXT";
     case kTypeAaaa: return "AAAA";
     case kTypeTlsa: return "TLSA";
     default: return "TYPE" + std::to_string(type);
@@ -134,6 +135,18 @@ bool parse_answer(std::span<const uint8_t> packet, std::string_view qname, uint1
         const ldns_rdf* d = ldns_rr_rdf(r.rr, 3);
         t.data.assign(ldns_rdf_data(d), ldns_rdf_data(d) + ldns_rdf_size(d));
         out->tlsa.push_back(std::move(t));
+        break;
+      }
+      case kTypeTxt: {
+        // RFC 7208 §3.3 / RFC 8461 §3.1: the character-strings of one record are concatenated.
+        std::string text;
+        for (size_t i = 0; i < rd; ++i) {
+          const ldns_rdf* f = ldns_rr_rdf(r.rr, i);
+          if (ldns_rdf_get_type(f) != LDNS_RDF_TYPE_STR || ldns_rdf_size(f) < 1 || ldns_rdf_data(f)[0] + 1u != ldns_rdf_size(f))
+            return fail("malformed TXT record at " + name);
+          text.append(reinterpret_cast<const char*>(ldns_rdf_data(f)) + 1, ldns_rdf_size(f) - 1);
+        }
+        out->txt.push_back(std::move(text));
         break;
       }
       case kTypeCname: {

@@ -1,5 +1,5 @@
 // Record-level reading of a DNS answer packet (wire format, as libunbound returns it) with ldns:
-// the CNAME chain from the question name, the final RRset's records (MX, A/AAAA, TLSA, CNAME), the
+// the CNAME chain from the question name, the final RRset's records (MX, A/AAAA, TLSA, CNAME, TXT), the
 // TTL, and the negative-caching TTL of a denial (RFC 2308). Malformed input never crashes; it gives
 // a clear error instead.
 #pragma once
@@ -20,6 +20,7 @@ enum RrType : uint16_t {
   kTypeCname = 5,
   kTypeSoa = 6,
   kTypeMx = 15,
+  kTypeTxt = 16,
   kTypeAaaa = 28,
   kTypeTlsa = 52,
 };
@@ -45,6 +46,7 @@ struct ParsedAnswer {
   std::vector<std::string> addresses;  // A / AAAA in text form
   std::vector<policy::TlsaRecord> tlsa;
   std::vector<std::string> targets;  // CNAME rdata when the question type is CNAME
+  std::vector<std::string> txt;      // TXT records, each with its character-strings joined
   // Smallest TTL of the chain and the final RRset; for a denial, the SOA's negative TTL
   // (min(SOA TTL, SOA MINIMUM)); 0 when the packet carries neither.
   uint32_t ttl = 0;

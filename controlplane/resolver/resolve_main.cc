@@ -15,6 +15,8 @@
 #include <random>
 #include <thread>
 
+#include "controlplane/mta_sts/policy_fetcher.h"
+#include "controlplane/mta_sts/sts_client.h"
 #include "controlplane/resolver/destination.h"
 #include "controlplane/resolver/dnssec_records.h"
 #include "controlplane/resolver/resolver.h"
@@ -32,6 +34,7 @@ int parse_type(const std::string& t) {
   if (t == "MX") return kTypeMx;
   if (t == "TLSA") return kTypeTlsa;
   if (t == "CNAME") return kTypeCname;
+  if (t == "TXT") return kTypeTxt;
   return -1;
 }
 
@@ -65,10 +68,17 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-ipv6", opt.use_ipv6_transport, "Do not query servers over IPv6");
   app.add_option("--log-file", opt.log_file, "libunbound's log (validation details)");
   app.add_option("--tlsa-port", dopt.tlsa_port, "Port in the TLSA name (_PORT._tcp)")->capture_default_str();
-  app.add_option("--type", type, "Look the names up as this type (A, AAAA, MX, TLSA, CNAME) instead of resolving destinations");
+  app.add_option("--type", type, "Look the names up as this type (A, AAAA, MX, TLSA, CNAME, TXT) instead of resolving destinations");
   app.add_flag("--json", json, "One JSON object per line");
   app.add_option("--repeat", repeat, "Resolve everything this many times in one process (shows the cache)")->check(CLI::Range(1, 1000000));
   app.add_option("--interval", interval, "Seconds between repeats")->check(CLI::Range(0.0, 3600.0));
+  bool mta_sts = false;
+  mxedge::mta_sts::FetchOptions fetch_opt;
+  int64_t fetch_timeout_ms = fetch_opt.total_timeout.count();
+  app.add_flag("--mta-sts", mta_sts, "Discover, fetch and parse each domain's MTA-STS policy (RFC 8461) instead");
+  app.add_option("--ca-file", fetch_opt.ca_file, "CA bundle for MTA-STS policy hosts (default: the system store)");
+  app.add_option("--proxy", fetch_opt.proxy, "HTTPS proxy for MTA-STS fetches");
+  app.add_option("--fetch-timeout-ms", fetch_timeout_ms, "Total time a policy fetch may take")->capture_default_str();
   std::string config_file;
   app.add_option("--config", config_file, "Take the resolver settings from this gateway configuration (flags given too win)");
   CLI11_PARSE(app, argc, argv);
@@ -119,7 +129,7 @@ int main(int argc, char** argv) {
   opt.failure_ttl = std::chrono::seconds(failure_ttl);
   int qtype = 0;
   if (!type.empty() && (qtype = parse_type(type)) < 0) {
-    std::cerr << "mxedge-resolve: unknown type '" << type << "' (A, AAAA, MX, TLSA, CNAME)\n";
+    std::cerr << "mxedge-resolve: unknown type '" << type << "' (A, AAAA, MX, TLSA, CNAME, TXT)\n";
     return 2;
   }
 
@@ -130,6 +140,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   DestinationResolver destinations(*resolver, dopt);
+  fetch_opt.total_timeout = std::chrono::milliseconds(fetch_timeout_ms);
+  fetch_opt.connect_timeout = std::min(fetch_opt.connect_timeout, fetch_opt.total_timeout);
+  mxedge::mta_sts::PolicyFetcher fetcher(*resolver, fetch_opt);
+  mxedge::mta_sts::StsClient sts(*resolver, fetcher);
   std::mt19937 rng(std::random_device{}());
   using Clock = std::chrono::steady_clock;
 
@@ -150,7 +164,23 @@ int main(int argc, char** argv) {
         }
         ++done;
       };
-      if (qtype) {
+      if (mta_sts) {
+        sts.lookup(name, [&, report](const mxedge::mta_sts::StsResult& r) {
+          nlohmann::json j{{"domain", r.domain}, {"kind", mxedge::mta_sts::to_string(r.kind)}, {"id", r.id}, {"reason", r.reason}};
+          std::string text = r.domain + ": MTA-STS " + std::string(mxedge::mta_sts::to_string(r.kind));
+          if (r.kind == mxedge::mta_sts::StsResult::kPolicy) {
+            j["mode"] = mxedge::policy::to_string(r.policy.mode);
+            j["max_age"] = r.policy.max_age;
+            j["mx"] = r.policy.mx;
+            text += " id " + r.id + ", mode " + std::string(mxedge::policy::to_string(r.policy.mode)) + ", max_age " +
+                    std::to_string(r.policy.max_age);
+            for (const auto& m : r.policy.mx) text += "\n  mx: " + m;
+          } else {
+            text += " (" + r.reason + ")";
+          }
+          report(std::move(j), text, false);
+        });
+      } else if (qtype) {
         resolver->lookup(name, static_cast<uint16_t>(qtype), [&, report](const Resolver::Result& r, bool cached) {
           auto j = to_json(*r);
           std::string text = r->qname + " " + type_name(r->qtype) + ": " + std::string(to_string(r->security)) + " " +
@@ -168,7 +198,7 @@ int main(int argc, char** argv) {
         });
       }
     }
-    resolver->run_until([&] { return done == names.size(); });
+    fetcher.run_until([&] { return done == names.size(); });
     if (json) {
       nlohmann::json s{{"stats", true},
                        {"round", round},

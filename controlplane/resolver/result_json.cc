@@ -31,6 +31,7 @@ nlohmann::json to_json(const LookupResult& r) {
   for (const std::string& a : r.answer.addresses) records.push_back(a);
   for (const policy::TlsaRecord& t : r.answer.tlsa) records.push_back(policy::to_presentation(t));
   for (const std::string& t : r.answer.targets) records.push_back(t);
+  for (const std::string& t : r.answer.txt) records.push_back(t);
   return {{"qname", r.qname},
           {"qtype", type_name(r.qtype)},
           {"security", to_string(r.security)},

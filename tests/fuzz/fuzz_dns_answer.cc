@@ -15,7 +15,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace mxedge::resolver;
   if (size < 1) return 0;
-  static constexpr uint16_t kTypes[] = {kTypeA, kTypeAaaa, kTypeMx, kTypeTlsa, kTypeCname, kTypeSoa};
+  static constexpr uint16_t kTypes[] = {kTypeA, kTypeAaaa, kTypeMx, kTypeTlsa, kTypeCname, kTypeSoa, kTypeTxt};
   const uint16_t qtype = kTypes[data[0] % (sizeof kTypes / sizeof kTypes[0])];
   const uint8_t* pkt = data + 1;
   const size_t len = size - 1;

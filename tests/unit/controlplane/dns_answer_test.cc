@@ -97,6 +97,16 @@ TEST(DnsAnswerTest, TlsaAndAaaa) {
   EXPECT_EQ(a.addresses, (std::vector<std::string>{"2001:db8::25"}));
 }
 
+TEST(DnsAnswerTest, TxtStringsAreJoined) {
+  auto wire = packet("_mta-sts.example.test.", LDNS_RR_TYPE_TXT,
+                     {"_mta-sts.example.test. 300 IN TXT \"v=STSv1; \" \"id=20160831085700Z;\"",
+                      "_mta-sts.example.test. 300 IN TXT \"v=spf1 -all\""});
+  ParsedAnswer a;
+  std::string err;
+  ASSERT_TRUE(parse_answer(wire, "_mta-sts.example.test", kTypeTxt, &a, &err)) << err;
+  EXPECT_EQ(a.txt, (std::vector<std::string>{"v=STSv1; id=20160831085700Z;", "v=spf1 -all"}));
+}
+
 TEST(DnsAnswerTest, NegativeTtlComesFromTheSoa) {
   auto wire = packet("_25._tcp.mx.test.", LDNS_RR_TYPE_TLSA, {},
                      {"test. 900 IN SOA ns.test. host.test. 1 7200 3600 1209600 120"}, LDNS_RCODE_NOERROR);

@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "controlplane/mta_sts/policy_cache.h"
 #include "controlplane/mta_sts/policy_fetcher.h"
 #include "controlplane/mta_sts/sts_client.h"
 #include "controlplane/resolver/destination.h"
@@ -79,6 +80,11 @@ int main(int argc, char** argv) {
   app.add_option("--ca-file", fetch_opt.ca_file, "CA bundle for MTA-STS policy hosts (default: the system store)");
   app.add_option("--proxy", fetch_opt.proxy, "HTTPS proxy for MTA-STS fetches");
   app.add_option("--fetch-timeout-ms", fetch_timeout_ms, "Total time a policy fetch may take")->capture_default_str();
+  std::string sts_cache_path, sts_purge;
+  int64_t sts_txt_recheck = 300;
+  app.add_option("--sts-cache", sts_cache_path, "With --mta-sts: keep policies in this SQLite cache (persistent)");
+  app.add_option("--sts-txt-recheck", sts_txt_recheck, "Seconds between TXT id re-checks of a cached policy")->capture_default_str();
+  app.add_option("--sts-purge", sts_purge, "Remove this domain from the --sts-cache and exit");
   std::string config_file;
   app.add_option("--config", config_file, "Take the resolver settings from this gateway configuration (flags given too win)");
   CLI11_PARSE(app, argc, argv);
@@ -121,7 +127,7 @@ int main(int argc, char** argv) {
     for (const auto& d : ds) std::cout << d << "\n";
     return 0;
   }
-  if (names.empty()) {
+  if (names.empty() && sts_purge.empty()) {
     std::cerr << "mxedge-resolve: name a domain to resolve (see --help)\n";
     return 2;
   }
@@ -144,6 +150,23 @@ int main(int argc, char** argv) {
   fetch_opt.connect_timeout = std::min(fetch_opt.connect_timeout, fetch_opt.total_timeout);
   mxedge::mta_sts::PolicyFetcher fetcher(*resolver, fetch_opt);
   mxedge::mta_sts::StsClient sts(*resolver, fetcher);
+  std::unique_ptr<mxedge::mta_sts::PolicyCache> sts_cache;
+  if (!sts_cache_path.empty()) {
+    mxedge::mta_sts::CacheOptions copt;
+    copt.path = sts_cache_path;
+    copt.txt_recheck = std::chrono::seconds(sts_txt_recheck);
+    std::string err;
+    sts_cache = mxedge::mta_sts::PolicyCache::open(sts, copt, &err);
+    if (!sts_cache) {
+      std::cerr << "mxedge-resolve: " << err << "\n";
+      return 1;
+    }
+    if (!sts_purge.empty()) {
+      const bool had = sts_cache->purge(sts_purge);
+      std::cout << (had ? "purged " : "not cached: ") << sts_purge << "\n";
+      return 0;
+    }
+  }
   std::mt19937 rng(std::random_device{}());
   using Clock = std::chrono::steady_clock;
 
@@ -165,7 +188,8 @@ int main(int argc, char** argv) {
         ++done;
       };
       if (mta_sts) {
-        sts.lookup(name, [&, report](const mxedge::mta_sts::StsResult& r) {
+        const uint64_t hits_before = sts_cache ? sts_cache->counters().hits : 0;
+        auto on_sts = [&, report, hits_before](const mxedge::mta_sts::StsResult& r) {
           nlohmann::json j{{"domain", r.domain}, {"kind", mxedge::mta_sts::to_string(r.kind)}, {"id", r.id}, {"reason", r.reason}};
           std::string text = r.domain + ": MTA-STS " + std::string(mxedge::mta_sts::to_string(r.kind));
           if (r.kind == mxedge::mta_sts::StsResult::kPolicy) {
@@ -178,8 +202,10 @@ int main(int argc, char** argv) {
           } else {
             text += " (" + r.reason + ")";
           }
-          report(std::move(j), text, false);
-        });
+          report(std::move(j), text, sts_cache && sts_cache->counters().hits > hits_before);
+        };
+        if (sts_cache) sts_cache->lookup(name, on_sts);
+        else sts.lookup(name, on_sts);
       } else if (qtype) {
         resolver->lookup(name, static_cast<uint16_t>(qtype), [&, report](const Resolver::Result& r, bool cached) {
           auto j = to_json(*r);
@@ -199,12 +225,19 @@ int main(int argc, char** argv) {
       }
     }
     fetcher.run_until([&] { return done == names.size(); });
+    fetcher.run_until([] { return false; });  // background work (policy re-checks) finishes too
     if (json) {
       nlohmann::json s{{"stats", true},
                        {"round", round},
                        {"lookup_cache", to_json(resolver->cache_stats())},
                        {"destination_cache", to_json(destinations.cache_stats())},
                        {"resolver", to_json(resolver->counters())}};
+      if (sts_cache) {
+        const auto& c = sts_cache->counters();
+        s["sts_cache"] = {{"entries", sts_cache->size()}, {"lookups", c.lookups}, {"hits", c.hits}, {"fetches", c.fetches},
+                          {"fetch_failures", c.fetch_failures}, {"txt_checks", c.txt_checks}, {"refreshes", c.refreshes},
+                          {"evictions", c.evictions}};
+      }
       std::cout << s.dump() << "\n";
     }
     std::cout.flush();

@@ -15,6 +15,8 @@ packages=(
   dns-root-data
   # lab peers and tools used by tests, the demo and the benchmarks
   postfix swaks libnet-ssleay-perl libio-socket-inet6-perl iproute2 ethtool procps psmisc python3 python3-pytest ldnsutils nsd unbound xdp-tools
+  # the MTA-STS policy host (tests/lab/mta_sts.py) and the client its self-tests use
+  nginx-light curl
 )
 
 missing=()
@@ -32,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The packaged daemons are lab peers started by the tests themselves; the system copies stay off.
-for svc in postfix nsd unbound; do
+for svc in postfix nsd unbound nginx; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

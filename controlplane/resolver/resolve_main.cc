@@ -163,7 +163,8 @@ int main(int argc, char** argv) {
     }
     if (!sts_purge.empty()) {
       const bool had = sts_cache->purge(sts_purge);
-      std::cout << (had ? "purged " : "not cached: ") << sts_purge << "\n";
+      if (json) std::cout << nlohmann::json{{"purged", sts_purge}, {"was_cached", had}}.dump() << "\n";
+      else std::cout << (had ? "purged " : "not cached: ") << sts_purge << "\n";
       return 0;
     }
   }

@@ -23,6 +23,7 @@ __all__ = [
     "certs",
     "gateway",
     "loadsend",
+    "mta_sts",
     "ports",
     "postfix",
     "smtp_client",

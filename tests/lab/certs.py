@@ -8,6 +8,7 @@
                                         # names only wrong.example.test)
     pki.untrusted                       # ECDSA leaf for the right names from a CA nobody trusts
     pki.issue("name", ["a.lab.test"], key_type="rsa")   # more on demand
+    pki.issue_untrusted("name", ["a.lab.test"])         # more from the untrusted CA (pki.other_ca)
 
 Every ServerCert has: cert (leaf only), chain (leaf then CA), key, ca (the CA that signed it),
 names, key_type. Private keys of leaves are mode 0644 (lab only: daemons that drop privileges before
@@ -81,7 +82,8 @@ class CertificateAuthority:
             if not os.path.exists(p):
                 with open(p, "w") as f:
                     f.write(content)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()                     # the CA's files (serial, index)
+        self._name_locks: dict[str, threading.Lock] = {}
 
     def _ext_file(self, path: str, names: list[str], key_type: str) -> None:
         ku = "digitalSignature,keyEncipherment" if key_type == "rsa" else "digitalSignature"
@@ -98,8 +100,11 @@ class CertificateAuthority:
     def issue(self, name: str, names: list[str], key_type: str = "ecdsa", days: int = 825,
               not_before: str | None = None, not_after: str | None = None) -> ServerCert:
         """A leaf `name` for DNS `names`. not_before/not_after as YYYYMMDDHHMMSSZ make an
-        explicitly dated certificate (e.g. already expired)."""
+        explicitly dated certificate (e.g. already expired). Thread-safe; leaves of different
+        names are made in parallel (only the signing itself is serialized)."""
         with self._lock:
+            name_lock = self._name_locks.setdefault(name, threading.Lock())
+        with name_lock:
             base = os.path.join(self.dir, name)
             key, cert, chain = base + ".key", base + ".crt", base + "-chain.pem"
             if os.path.exists(chain) and os.path.exists(key):
@@ -109,27 +114,32 @@ class CertificateAuthority:
             os.chmod(key, 0o644)
             _openssl("req", "-new", "-key", key, "-out", csr, "-subj", f"/O=mxedge lab/CN={names[0]}")
             self._ext_file(ext, names, key_type)
-            if not_before or not_after:
-                conf = os.path.join(self._cadir, "ca.cnf")
-                with open(conf, "w") as f:
-                    f.write("[ca]\ndefault_ca=lab\n[lab]\n"
-                            f"dir={self._cadir}\ndatabase=$dir/index.txt\nserial=$dir/serial\n"
-                            "new_certs_dir=$dir\ndefault_md=sha256\npolicy=any\n"
-                            "unique_subject=no\ncopy_extensions=none\n"
-                            "[any]\nO=optional\nCN=supplied\n")
-                _openssl("ca", "-batch", "-config", conf, "-cert", self.pem, "-keyfile", self.key,
-                         "-in", csr, "-out", cert, "-extfile", ext, "-extensions", "v3_leaf",
-                         "-startdate", not_before or "20200101000000Z",
-                         "-enddate", not_after or "20300101000000Z", "-notext")
-            else:
-                _openssl("x509", "-req", "-in", csr, "-CA", self.pem, "-CAkey", self.key,
-                         "-CAcreateserial", "-out", cert, "-days", str(days), "-sha256",
-                         "-extfile", ext, "-extensions", "v3_leaf")
+            with self._lock:
+                self._sign(csr, ext, cert, days, not_before, not_after)
             with open(chain, "w") as out:
                 for part in (cert, self.pem):
                     with open(part) as f:
                         out.write(f.read())
             return ServerCert(name, cert, chain, key, self.pem, list(names), key_type)
+
+    def _sign(self, csr: str, ext: str, cert: str, days: int, not_before: str | None,
+              not_after: str | None) -> None:
+        if not_before or not_after:
+            conf = os.path.join(self._cadir, "ca.cnf")
+            with open(conf, "w") as f:
+                f.write("[ca]\ndefault_ca=lab\n[lab]\n"
+                        f"dir={self._cadir}\ndatabase=$dir/index.txt\nserial=$dir/serial\n"
+                        "new_certs_dir=$dir\ndefault_md=sha256\npolicy=any\n"
+                        "unique_subject=no\ncopy_extensions=none\n"
+                        "[any]\nO=optional\nCN=supplied\n")
+            _openssl("ca", "-batch", "-config", conf, "-cert", self.pem, "-keyfile", self.key,
+                     "-in", csr, "-out", cert, "-extfile", ext, "-extensions", "v3_leaf",
+                     "-startdate", not_before or "20200101000000Z",
+                     "-enddate", not_after or "20300101000000Z", "-notext")
+        else:
+            _openssl("x509", "-req", "-in", csr, "-CA", self.pem, "-CAkey", self.key,
+                     "-CAcreateserial", "-out", cert, "-days", str(days), "-sha256",
+                     "-extfile", ext, "-extensions", "v3_leaf")
 
 
 class LabPKI:
@@ -147,10 +157,15 @@ class LabPKI:
                                      not_before="20200101000000Z", not_after="20210101000000Z")
         self.wrong_name = self.ca.issue("wrong-name", ["wrong.example.test"], "ecdsa")
         self._other_ca = CertificateAuthority(os.path.join(directory, "other-ca"), "untrusted CA")
+        self.other_ca = self._other_ca       # the CA nobody trusts
         self.untrusted = self._other_ca.issue("untrusted", LAB_NAMES, "ecdsa")
 
     def issue(self, name: str, names: list[str], key_type: str = "ecdsa", **kw) -> ServerCert:
         return self.ca.issue(name, names, key_type, **kw)
+
+    def issue_untrusted(self, name: str, names: list[str], key_type: str = "ecdsa", **kw) -> ServerCert:
+        """A leaf from the second CA (other_ca), which nobody trusts."""
+        return self._other_ca.issue(name, names, key_type, **kw)
 
     def gateway_certificates(self) -> list[dict]:
         """The listener `certificates:` list serving both the ECDSA and the RSA leaf."""

@@ -19,6 +19,15 @@ cannot carry ports):
                 cannot live in the first NSD: a server that hosts both test. and a child zone
                 answers for the child authoritatively instead of referring, so a resolver would never
                 ask the proxy.
+    127.53.X.5  `https_address`: not used by the DNS lab itself; the `mta-sts.*` A records point
+                here, where lab/mta_sts.py's StsHttpsServer (nginx) listens on port 443.
+
+MTA-STS (lab/mta_sts.py has the case table STS_CASES): zone `sts.test` holds one domain per case,
+`<case>.sts.test` with `_mta-sts` TXT (TTL 5), `mta-sts` A (https_address), MX and mx A; the
+`txtservfail` case is a child zone behind the proxy, which SERVFAILs its `_mta-sts` TXT queries;
+zone `stsbench.test` holds b0..b999.stsbench.test for a benchmark. `set_sts_id(case, id)`,
+`remove_sts_txt(case)` and `set_sts_txt(case, records)` rewrite, re-sign and reload the zone
+(NSD SIGHUP) and wait until NSD serves the new records (unbound's copy is flushed when it runs).
 
 Every zone is signed afresh at each start (ECDSAP256SHA256, one CSK per zone, ldns-keygen and
 ldns-signzone), so signatures are always current. `lab.cases` describes every case zone; the
@@ -38,6 +47,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -45,7 +55,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import util
+from . import mta_sts, util
 
 NSD = "/usr/sbin/nsd"
 UNBOUND = "/usr/sbin/unbound"
@@ -100,6 +110,13 @@ CASES: dict[str, str] = {
     "bench.test": f"secure (NSEC); d0..d{BENCH_DOMAINS - 1}.bench.test each MX 10 mx.dN.bench.test "
                   "(A/AAAA, TLSA 3 1 1)",
     "nosuch.test": "does not exist: secure NXDOMAIN",
+    "sts.test": "secure (NSEC, negative TTL 5); MTA-STS domains <case>.sts.test, one per "
+                "mta_sts.STS_CASES entry: _mta-sts TXT (TTL 5) per case, mta-sts A (https_address), "
+                "MX 10 mx, mx A",
+    "txtservfail.sts.test": "secure child of sts.test, via proxy; like the other STS domains but its "
+                            "_mta-sts TXT queries get SERVFAIL",
+    "stsbench.test": f"secure (NSEC); b0..b{mta_sts.STS_BENCH_DOMAINS - 1}.stsbench.test each with "
+                     f'_mta-sts TXT "v=STSv1; id={mta_sts.BENCH_ID};", mta-sts A (https_address), MX 10 mx, mx A',
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -405,6 +422,7 @@ class DnsProxy:
     """UDP+TCP DNS proxy on `address`:`port` forwarding to `backend` and misbehaving per zone:
 
     tlsa-servfail.test  TLSA queries get SERVFAIL (same id and question); the rest is forwarded
+    txt_servfail_zones  (txtservfail.sts.test) TXT queries for _mta-sts.* get SERVFAIL
     tlsa-timeout.test   TLSA queries are dropped
     flaky.test          forwarded, unless stop_answering() was called (then dropped until
                         resume_answering())
@@ -436,6 +454,8 @@ class DnsProxy:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._token: int | None = None
         self._conns: set[socket.socket] = set()
+        # zones whose _mta-sts.* TXT queries get SERVFAIL (the DNS lab fills it from its STS cases)
+        self.txt_servfail_zones: set[str] = set()
 
     # control ------------------------------------------------------------------------------------
     def stop_answering(self) -> None:
@@ -596,6 +616,9 @@ class DnsProxy:
         name = normalize_name(q.qname)
         with self._lock:
             self._counts[(name, q.qtype)] += 1
+        if (q.qtype == TYPES["TXT"] and name.startswith("_mta-sts.")
+                and _zone_of(name, self.txt_servfail_zones)):
+            return servfail_reply(data, q)
         zone = _zone_of(name, PROXY_ZONES)
         if zone == "tlsa-servfail.test" and q.qtype == TYPES["TLSA"]:
             return servfail_reply(data, q)
@@ -761,9 +784,19 @@ def _port53_free(addr: str) -> bool:
             s.close()
 
 
+def _tcp_port_free(addr: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            t.bind((addr, port))
+            return True
+        except OSError:
+            return False
+
+
 def addresses_free(prefix: str) -> bool:
-    """Port 53 (UDP and TCP) free on prefix.1 .. prefix.4."""
-    return all(_port53_free(f"{prefix}.{i}") for i in range(1, 5))
+    """Port 53 (UDP and TCP) free on prefix.1 .. prefix.4, and TCP 443 on prefix.5 (https_address)."""
+    return all(_port53_free(f"{prefix}.{i}") for i in range(1, 5)) and _tcp_port_free(f"{prefix}.5", 443)
 
 
 class _AddressBusy(RuntimeError):
@@ -776,10 +809,13 @@ class DnsLab:
 
     mx_address: the A record of every MX host (AAAA is always ::1); leaf_cert/ca_cert: PEM files the
     TLSA data are computed from (default: certs.get_pki()'s ECDSA leaf and CA); bench_domains: how
-    many dN.bench.test domains (fewer start faster)."""
+    many dN.bench.test domains (fewer start faster); sts_cases: the MTA-STS domains of sts.test
+    (mta_sts.STS_CASES); sts_bench_domains: how many bN.stsbench.test domains."""
 
     def __init__(self, directory: str, mx_address: str = "127.0.0.1", leaf_cert: str | None = None,
-                 ca_cert: str | None = None, bench_domains: int = BENCH_DOMAINS):
+                 ca_cert: str | None = None, bench_domains: int = BENCH_DOMAINS,
+                 sts_cases: dict[str, "mta_sts.StsCase"] | None = None,
+                 sts_bench_domains: int = mta_sts.STS_BENCH_DOMAINS):
         self.dir = os.path.realpath(directory)
         self._created_dir = not os.path.exists(self.dir)
         os.makedirs(self.dir, exist_ok=True)
@@ -788,6 +824,11 @@ class DnsLab:
         self._leaf_cert = leaf_cert
         self._ca_cert = ca_cert
         self.bench_domains = bench_domains
+        self.sts_cases = dict(mta_sts.STS_CASES if sts_cases is None else sts_cases)
+        self.sts_bench_domains = sts_bench_domains
+        self._sts_txt: dict[str, list[str]] = {}     # changed TXT records (set_sts_*), by case
+        self._serial = 0
+        self._zone_lock = threading.Lock()
         self.cases = dict(CASES)
         self.prefix: str | None = None
         self.proxy: DnsProxy | None = None
@@ -826,6 +867,11 @@ class DnsLab:
     @property
     def backend_address(self) -> str:
         return self._addr(4)
+
+    @property
+    def https_address(self) -> str:
+        """Where the mta-sts.* names point (StsHttpsServer listens here, port 443)."""
+        return self._addr(5)
 
     def addresses(self) -> list[str]:
         return [self._addr(i) for i in range(1, 5)]
@@ -902,6 +948,7 @@ class DnsLab:
             self.proxy.bind()
         except OSError as e:
             raise _AddressBusy(str(e))
+        self.proxy.txt_servfail_zones = {c.domain for c in self.sts_cases.values() if c.dns == "servfail"}
         self.proxy.start()
         main = [z for z in self._zones if not z.proxy]
         backend = [z for z in self._zones if z.proxy]
@@ -1036,7 +1083,109 @@ class DnsLab:
             bench += h(f"mx.{d}")
             bench.append(T(f"mx.{d}", 3, 1, 1, leaf))
         Z("bench.test", bench)
+        # MTA-STS (lab/mta_sts.py)
+        Z(mta_sts.STS_ZONE, self._sts_records(mta_sts.STS_ZONE), soa_min=mta_sts.STS_TXT_TTL)
+        for c in self.sts_cases.values():
+            if c.dns == "servfail":
+                Z(c.domain, self._sts_records(c.domain), parent=mta_sts.STS_ZONE, proxy=True,
+                  soa_min=mta_sts.STS_TXT_TTL)
+        if self.sts_bench_domains:
+            Z(mta_sts.STS_BENCH_ZONE, self._sts_records(mta_sts.STS_BENCH_ZONE))
         self._zones = zones
+
+    # MTA-STS ----------------------------------------------------------------------------------------
+    def _sts_case(self, case: str) -> tuple[str, str, list[str]]:
+        """(domain, zone holding it, its default _mta-sts records) of a case name or bN."""
+        c = self.sts_cases.get(case)
+        if c is not None:
+            return c.domain, (c.domain if c.dns == "servfail" else mta_sts.STS_ZONE), c.txt_records()
+        m = re.fullmatch(r"b(\d+)", case)
+        if m and int(m.group(1)) < self.sts_bench_domains:
+            return (mta_sts.bench_domain(int(m.group(1))), mta_sts.STS_BENCH_ZONE,
+                    [f'TXT "v=STSv1; id={mta_sts.BENCH_ID};"'])
+        raise KeyError(f"no MTA-STS case {case!r}")
+
+    def sts_txt(self, case: str) -> list[str]:
+        """The records at _mta-sts.<domain> now, as zone-file type + rdata ('TXT "v=STSv1; id=x;"')."""
+        return list(self._sts_txt.get(case, self._sts_case(case)[2]))
+
+    def _sts_domain_records(self, case: str) -> list[str]:
+        domain = self._sts_case(case)[0]
+        return ([f"_mta-sts.{domain}. {mta_sts.STS_TXT_TTL} IN {rr}" for rr in self.sts_txt(case)] +
+                [f"mta-sts.{domain}. IN A {self.https_address}",
+                 f"{domain}. IN MX 10 mx.{domain}.",
+                 f"mx.{domain}. IN A {self.mx_address}"])
+
+    def _sts_records(self, zone: str) -> list[str]:
+        if zone == mta_sts.STS_BENCH_ZONE:
+            names = [f"b{i}" for i in range(self.sts_bench_domains)]
+        else:
+            names = [n for n in self.sts_cases if self._sts_case(n)[1] == zone]
+        out = []
+        for n in names:
+            out += self._sts_domain_records(n)
+        return out
+
+    def set_sts_txt(self, case: str, records: list[str] | None) -> None:
+        """Replace the records at _mta-sts.<case's domain> (zone-file type + rdata, e.g.
+        'TXT "v=STSv1; id=x;"'; [] removes them; None restores the case's own), re-sign the zone,
+        reload its NSD and wait until NSD serves them; unbound's cache of the zone is flushed. Other
+        resolvers keep what they cached for up to the TTL: 5 s in sts.test (TXT and, after a removal,
+        the NSEC/negative answers), 300 s in stsbench.test. Changes persist across restarts."""
+        zone = self._sts_case(case)[1]
+        with self._zone_lock:
+            if records is None:
+                self._sts_txt.pop(case, None)
+            else:
+                self._sts_txt[case] = list(records)
+            self._reload_zone(zone)
+        if self.unbound_running:
+            # the whole zone: after a removal unbound also holds NSEC records it would synthesize
+            # NXDOMAIN from (aggressive NSEC) until their TTL (the zone's SOA minimum) runs out
+            self.unbound_control("flush_zone", zone)
+            self.unbound_control("flush_negative")
+
+    def set_sts_id(self, case: str, new_id: str) -> None:
+        """_mta-sts.<domain> becomes the single record TXT "v=STSv1; id=<new_id>;" (see set_sts_txt)."""
+        self.set_sts_txt(case, [f'TXT "v=STSv1; id={new_id};"'])
+
+    def remove_sts_txt(self, case: str) -> None:
+        """No record at _mta-sts.<domain> any more (NXDOMAIN; see set_sts_txt)."""
+        self.set_sts_txt(case, [])
+
+    def _next_serial(self) -> int:
+        self._serial = max(self._serial + 1, int(time.time()))
+        return self._serial
+
+    def _reload_zone(self, zone: str) -> None:
+        """Rebuild one MTA-STS zone from the current records, sign it, SIGHUP its NSD (which rereads
+        zone files whose mtime changed) and wait until the new serial is served."""
+        if not self.running:
+            raise RuntimeError("the DNS lab is not running")
+        z = next(z for z in self._zones if z.name == zone)
+        z.records = self._sts_records(zone)
+        serial = self._next_serial()
+        src = os.path.join(self.zone_dir, z.label + ".zone")
+        with open(src, "w") as f:
+            f.write(self._zone_text(z, serial))
+        if z.sign:
+            dst = os.path.join(self.zone_dir, z.label + ".signed")
+            self._sign(z, src, dst + ".new", time.time())
+            os.replace(dst + ".new", dst)
+        proc, address = (self._nsd_backend, self.backend_address) if z.proxy else (self._nsd, self.nsd_address)
+        proc.send_signal(signal.SIGHUP)
+
+        def served() -> bool:
+            try:
+                m = query(address, z.fqdn, "SOA", timeout=0.5, rd=False)
+            except (OSError, DnsFormatError):
+                return False
+            soa = [r for r in (m.answer if m else []) if r.rtype == TYPES["SOA"]]
+            return bool(soa) and struct.unpack("!I", soa[0].rdata[-20:-16])[0] == serial
+        try:
+            util.wait_until(served, 20, interval=0.05, message=f"NSD to serve {zone} serial {serial}")
+        except util.LabTimeout as e:
+            raise RuntimeError(f"{e}\n{self._log_tail(proc)}") from None
 
     def _keygen(self, zone: str) -> str:
         cp = subprocess.run([LDNS_KEYGEN, "-a", ALGORITHM, "-k", "-r", "/dev/urandom", zone or "."],
@@ -1150,7 +1299,7 @@ class DnsLab:
 
     def _write_and_sign(self) -> None:
         now = time.time()
-        serial = int(now)
+        serial = self._next_serial()
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
             futs = []
             for z in self._zones:

@@ -2,7 +2,9 @@
 
 Session scope:  lab_root (a 0755 temp dir, removed at the end), lab_pki (lab.certs.LabPKI)
 Module scope:   dns_lab (lab.dns.DnsLab with unbound started; TLSA data from lab_pki's ECDSA leaf
-                and CA; NSD/unbound log tails are printed when a test of the module failed)
+                and CA; NSD/unbound log tails are printed when a test of the module failed),
+                mta_sts_server (lab.mta_sts.StsHttpsServer, nginx on dns_lab.https_address:443 with
+                certificates from lab_pki's CA; its error log tail is printed on failure)
 Function scope: lab_dir (fresh dir for one test, removed afterwards), smtp_sink (a started
                 SmtpSink), sink_factory, postfix_factory, gateway_factory, gateway (a started
                 gateway relaying to smtp_sink), tmpfs_factory.
@@ -17,7 +19,7 @@ import os
 
 import pytest
 
-from . import certs, dns as dns_mod, gateway as gateway_mod, postfix as postfix_mod
+from . import certs, dns as dns_mod, gateway as gateway_mod, mta_sts as mta_sts_mod, postfix as postfix_mod
 from . import smtp_sink as sink_mod, util
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "gateway",
     "tmpfs_factory",
     "dns_lab",
+    "mta_sts_server",
     "pytest_runtest_makereport",
 ]
 
@@ -178,6 +181,22 @@ def dns_lab(lab_root, lab_pki, request):
             print(f"\n----- DNS lab {lab.prefix}.0/24: NSD log -----\n{util.tail(lab.nsd_log(), 30)}"
                   f"\n----- unbound log -----\n{util.tail(lab.unbound_log(), 60)}")
         lab.cleanup()
+
+
+@pytest.fixture(scope="module")
+def mta_sts_server(dns_lab, lab_root, lab_pki, request):
+    """A started StsHttpsServer (lab/mta_sts.py) for dns_lab's MTA-STS domains, shared by the tests
+    of one module. Tests that change a policy (set_policy/set_down) or a TXT record (dns_lab.set_sts_*)
+    restore it themselves."""
+    failed_before = request.session.testsfailed
+    srv = mta_sts_mod.StsHttpsServer(lab_root.unique_sub("sts"), dns_lab, lab_pki)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        if request.session.testsfailed > failed_before:
+            print(f"\n----- MTA-STS nginx at {srv.address}:443: error log -----\n{srv.log_tail(40)}")
+        srv.stop()
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

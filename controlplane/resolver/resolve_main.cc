@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <iostream>
@@ -85,6 +86,10 @@ int main(int argc, char** argv) {
   app.add_option("--sts-cache", sts_cache_path, "With --mta-sts: keep policies in this SQLite cache (persistent)");
   app.add_option("--sts-txt-recheck", sts_txt_recheck, "Seconds between TXT id re-checks of a cached policy")->capture_default_str();
   app.add_option("--sts-purge", sts_purge, "Remove this domain from the --sts-cache and exit");
+  bool sts_sweep = false;
+  int64_t sts_clock_offset = 0;
+  app.add_flag("--sts-sweep", sts_sweep, "Evict expired and long-unused policies from the --sts-cache and exit");
+  app.add_option("--sts-clock-offset", sts_clock_offset, "Run the --sts-cache this many seconds in the future (tests)");
   std::string config_file;
   app.add_option("--config", config_file, "Take the resolver settings from this gateway configuration (flags given too win)");
   CLI11_PARSE(app, argc, argv);
@@ -127,7 +132,7 @@ int main(int argc, char** argv) {
     for (const auto& d : ds) std::cout << d << "\n";
     return 0;
   }
-  if (names.empty() && sts_purge.empty()) {
+  if (names.empty() && sts_purge.empty() && !sts_sweep) {
     std::cerr << "mxedge-resolve: name a domain to resolve (see --help)\n";
     return 2;
   }
@@ -155,11 +160,18 @@ int main(int argc, char** argv) {
     mxedge::mta_sts::CacheOptions copt;
     copt.path = sts_cache_path;
     copt.txt_recheck = std::chrono::seconds(sts_txt_recheck);
+    copt.now = [sts_clock_offset] { return static_cast<int64_t>(::time(nullptr)) + sts_clock_offset; };
     std::string err;
     sts_cache = mxedge::mta_sts::PolicyCache::open(sts, copt, &err);
     if (!sts_cache) {
       std::cerr << "mxedge-resolve: " << err << "\n";
       return 1;
+    }
+    if (sts_sweep) {
+      const size_t n = sts_cache->sweep();
+      if (json) std::cout << nlohmann::json{{"swept", n}, {"entries", sts_cache->size()}}.dump() << "\n";
+      else std::cout << "evicted " << n << ", " << sts_cache->size() << " left\n";
+      return 0;
     }
     if (!sts_purge.empty()) {
       const bool had = sts_cache->purge(sts_purge);

@@ -185,3 +185,32 @@ def test_unusable_cache_file_is_a_clear_error(dns_lab, mta_sts_server, tmp_path)
     bad.write_bytes(b"this is not an SQLite database" * 100)
     run = resolve.run(dns_lab, ["valid.sts.test"], extra=sts_args(mta_sts_server, "--sts-cache", str(bad)), check=False)
     assert run.returncode == 1 and "MTA-STS policy cache" in run.stderr, run.stderr
+
+
+def test_policy_in_use_is_refreshed_before_it_expires(dns_lab, mta_sts_server, changing, tmp_path):
+    db = tmp_path / "sts.db"
+    first = cached_run(dns_lab, mta_sts_server, db)
+    assert first["max_age"] == 86400
+    before = mta_sts_server.requests("changing")
+    # An hour before expiry (inside max_age/4) a lookup is served from the cache and re-fetches,
+    # although the id did not change.
+    near = cached_run(dns_lab, mta_sts_server, db, "--sts-clock-offset", str(86400 - 3600))
+    assert near["from_cache"] is True and near["kind"] == "policy"
+    assert mta_sts_server.requests("changing") == before + 1
+    # Past the first fetch's expiry the refreshed policy is still cached: no fetch, no gap.
+    later = cached_run(dns_lab, mta_sts_server, db, "--sts-clock-offset", str(86400 + 600))
+    assert later["from_cache"] is True and later["kind"] == "policy"
+    assert mta_sts_server.requests("changing") == before + 1
+
+
+def test_sweep_evicts_long_unused_and_expired_policies(dns_lab, mta_sts_server, changing, tmp_path):
+    db = tmp_path / "sts.db"
+    year = sts_lab.policy_text("enforce", ["mx.changing.sts.test"], max_age=31557600)
+    mta_sts_server.set_policy("changing", year, new_id="longlived1")
+    assert cached_run(dns_lab, mta_sts_server, db)["max_age"] == 31557600
+    lookup(dns_lab, mta_sts_server, ["valid.sts.test"], "--sts-cache", str(db))  # max_age one day
+    def sweep(offset):
+        return resolve.run(dns_lab, [], extra=["--sts-cache", str(db), "--sts-sweep", "--sts-clock-offset", str(offset)]).results[0]
+    assert sweep(0) == {"swept": 0, "entries": 2}
+    assert sweep(2 * 86400) == {"swept": 1, "entries": 1}  # valid.sts.test expired
+    assert sweep(31 * 86400) == {"swept": 1, "entries": 0}  # unused for 30 days, though not expired

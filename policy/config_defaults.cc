@@ -122,6 +122,15 @@ void apply_defaults(Config& c) {
   set_default_duration(r->mutable_failure_ttl(), r->has_failure_ttl(), 5);
   if (r->max_mx_hosts() == 0) r->set_max_mx_hosts(10);
 
+  MtaSts* m = c.mutable_mta_sts();
+  if (m->cache_file().empty()) m->set_cache_file("/var/lib/mxedge/mta-sts.db");
+  set_default_duration(m->mutable_connect_timeout(), m->has_connect_timeout(), 10);
+  set_default_duration(m->mutable_fetch_timeout(), m->has_fetch_timeout(), 30);
+  set_default_duration(m->mutable_txt_recheck(), m->has_txt_recheck(), 300);
+  set_default_duration(m->mutable_backoff_min(), m->has_backoff_min(), 300);
+  set_default_duration(m->mutable_backoff_max(), m->has_backoff_max(), 3600);
+  set_default_duration(m->mutable_evict_unused(), m->has_evict_unused(), 30 * 86400);
+
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
   if (lg->level() == LOG_LEVEL_UNSPECIFIED) lg->set_level(LOG_LEVEL_INFO);
@@ -229,6 +238,21 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (r.edns_buffer_size() < 512 || r.edns_buffer_size() > 4096)
     problem("resolver.edns_buffer_size", "edns_buffer_size must be between 512 and 4096");
   if (r.max_mx_hosts() > 100) problem("resolver.max_mx_hosts", "max_mx_hosts must be at most 100");
+
+  const MtaSts& m = c.mta_sts();
+  if (m.cache_file().empty() || m.cache_file().front() != '/')
+    problem("mta_sts.cache_file", "cache_file must be an absolute path");
+  if (!m.ca_file().empty() && m.ca_file().front() != '/') problem("mta_sts.ca_file", "ca_file must be an absolute path");
+  if (!m.proxy().empty() && !(m.proxy().starts_with("http://") || m.proxy().starts_with("https://") ||
+                              m.proxy().starts_with("socks5://") || m.proxy().starts_with("socks5h://")))
+    problem("mta_sts.proxy", "proxy must be an http://, https://, socks5:// or socks5h:// URL");
+  if (millis(m.connect_timeout()) < 100) problem("mta_sts.connect_timeout", "connect_timeout must be at least 100ms");
+  if (millis(m.fetch_timeout()) < millis(m.connect_timeout()))
+    problem("mta_sts.fetch_timeout", "fetch_timeout must not be shorter than connect_timeout");
+  if (m.backoff_min().seconds() < 300)
+    problem("mta_sts.backoff_min", "backoff_min must be at least 5m (RFC 8461 senders must not hammer policy hosts)");
+  if (m.backoff_max().seconds() < m.backoff_min().seconds())
+    problem("mta_sts.backoff_max", "backoff_max must not be shorter than backoff_min");
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "controlplane/mta_sts/mta_sts_config.h"
 #include "controlplane/mta_sts/policy_cache.h"
 #include "controlplane/mta_sts/policy_fetcher.h"
 #include "controlplane/mta_sts/sts_client.h"
@@ -114,6 +115,13 @@ int main(int argc, char** argv) {
     opt.max_negative_ttl = from.max_negative_ttl;
     opt.bogus_ttl = from.bogus_ttl;
     dopt.max_mx_hosts = destination_options(rc).max_mx_hosts;
+    const auto& mc = loaded.config->mta_sts();
+    const auto f = mxedge::mta_sts::fetch_options(mc);
+    if (app.count("--ca-file") == 0) fetch_opt.ca_file = f.ca_file;
+    if (app.count("--proxy") == 0) fetch_opt.proxy = f.proxy;
+    if (app.count("--fetch-timeout-ms") == 0) fetch_timeout_ms = f.total_timeout.count();
+    fetch_opt.connect_timeout = f.connect_timeout;
+    if (app.count("--sts-txt-recheck") == 0) sts_txt_recheck = mxedge::mta_sts::cache_options(mc).txt_recheck.count();
   }
   if (!ds_zone.empty()) {
     std::ifstream in(ds_zone);

@@ -228,3 +228,34 @@ TEST(ConfigLoader, ResolverSectionDefaultsAndValidation) {
 
 }  // namespace
 }  // namespace mxedge::config
+
+namespace mxedge::config {
+namespace {
+
+TEST(ConfigLoader, MtaStsSectionDefaultsAndValidation) {
+  auto def = load_config_text(kMinimal, "m.yaml");
+  ASSERT_TRUE(def.ok()) << def.error_text();
+  const auto& m = def.config->mta_sts();
+  EXPECT_EQ(m.cache_file(), "/var/lib/mxedge/mta-sts.db");
+  EXPECT_TRUE(m.ca_file().empty());
+  EXPECT_EQ(m.connect_timeout().seconds(), 10);
+  EXPECT_EQ(m.fetch_timeout().seconds(), 30);
+  EXPECT_EQ(m.txt_recheck().seconds(), 300);
+  EXPECT_EQ(m.backoff_min().seconds(), 300);
+  EXPECT_EQ(m.backoff_max().seconds(), 3600);
+  EXPECT_EQ(m.evict_unused().seconds(), 30 * 86400);
+
+  auto bad = load_config_text(std::string(kMinimal) +
+                                  "mta_sts:\n  cache_file: sts.db\n  proxy: \"ftp://proxy\"\n  backoff_min: 1m\n"
+                                  "  connect_timeout: 20s\n  fetch_timeout: 5s\n",
+                              "m.yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string all = bad.error_text();
+  EXPECT_NE(all.find("cache_file must be an absolute path"), std::string::npos) << all;
+  EXPECT_NE(all.find("proxy must be an http://"), std::string::npos) << all;
+  EXPECT_NE(all.find("backoff_min must be at least 5m"), std::string::npos) << all;
+  EXPECT_NE(all.find("fetch_timeout must not be shorter than connect_timeout"), std::string::npos) << all;
+}
+
+}  // namespace
+}  // namespace mxedge::config

@@ -214,3 +214,88 @@ def test_sweep_evicts_long_unused_and_expired_policies(dns_lab, mta_sts_server, 
     assert sweep(0) == {"swept": 0, "entries": 2}
     assert sweep(2 * 86400) == {"swept": 1, "entries": 1}  # valid.sts.test expired
     assert sweep(31 * 86400) == {"swept": 1, "entries": 0}  # unused for 30 days, though not expired
+
+
+def test_configured_proxy_is_used(dns_lab, mta_sts_server):
+    from lab import ports
+    dead = ports.free_port()  # nothing listens there: every fetch must go through it and fail
+    before = mta_sts_server.requests("valid")
+    run = resolve.run(dns_lab, ["valid.sts.test"], extra=sts_args(mta_sts_server, "--proxy", f"http://127.0.0.1:{dead}"))
+    r = run.by_name("valid.sts.test")
+    assert r["kind"] == "temporary-failure" and "connect" in r["reason"].lower(), r["reason"]
+    assert mta_sts_server.requests("valid") == before
+
+
+class ConnectProxy:
+    """A minimal HTTP CONNECT proxy on loopback that sends every tunnel to the lab's policy host and
+    records the CONNECT targets."""
+
+    def __init__(self, upstream: str):
+        import socket
+        import threading
+        self.upstream = upstream
+        self.targets: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(c, socket), daemon=True).start()
+
+    def _tunnel(self, c, socket):
+        import select
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            line = head.split(b"\r\n", 1)[0].decode()
+            method, target, _ = line.split(" ", 2)
+            if method != "CONNECT":
+                c.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                return
+            self.targets.append(target)
+            u = socket.create_connection((self.upstream, 443), timeout=5)
+            c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            pair = {c: u, u: c}
+            while True:
+                ready, _, _ = select.select(list(pair), [], [], 5)
+                if not ready:
+                    return
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    pair[s].sendall(data)
+        except OSError:
+            return
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_policy_fetched_through_a_proxy(dns_lab, mta_sts_server):
+    proxy = ConnectProxy(dns_lab.https_address)
+    try:
+        before = mta_sts_server.requests("valid")
+        run = resolve.run(dns_lab, ["valid.sts.test"], extra=sts_args(mta_sts_server, "--proxy", f"http://127.0.0.1:{proxy.port}"))
+        r = run.by_name("valid.sts.test")
+        assert r["kind"] == "policy", r
+        assert proxy.targets == ["mta-sts.valid.sts.test:443"]  # the proxy was asked by name
+        assert mta_sts_server.requests("valid") == before + 1
+    finally:
+        proxy.close()

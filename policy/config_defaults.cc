@@ -8,6 +8,7 @@
 #include <cctype>
 #include <set>
 
+#include "policy/duration.h"
 #include "policy/socket_address.h"
 
 namespace mxedge::config {
@@ -43,7 +44,7 @@ bool valid_domain(const std::string& d) {
   return label > 0 && prev != '-';
 }
 
-int64_t millis(const google::protobuf::Duration& d) { return d.seconds() * 1000 + d.nanos() / 1000000; }
+int64_t millis(const google::protobuf::Duration& d) { return duration_ms(d); }
 
 }  // namespace
 

@@ -1,20 +1,14 @@
 #include "controlplane/mta_sts/mta_sts_config.h"
 
+#include "policy/duration.h"
+
 namespace mxedge::mta_sts {
-namespace {
-
-std::chrono::milliseconds ms(const google::protobuf::Duration& d) {
-  return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
-}
-
-}  // namespace
-
 FetchOptions fetch_options(const config::v1::MtaSts& c) {
   FetchOptions o;
   o.ca_file = c.ca_file();
   o.proxy = c.proxy();
-  o.connect_timeout = ms(c.connect_timeout());
-  o.total_timeout = ms(c.fetch_timeout());
+  o.connect_timeout = config::to_milliseconds(c.connect_timeout());
+  o.total_timeout = config::to_milliseconds(c.fetch_timeout());
   return o;
 }
 

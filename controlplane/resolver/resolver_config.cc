@@ -1,11 +1,11 @@
 #include "controlplane/resolver/resolver_config.h"
 
+#include "policy/duration.h"
+
 namespace mxedge::resolver {
 namespace {
 
-std::chrono::milliseconds ms(const google::protobuf::Duration& d) {
-  return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
-}
+using config::to_milliseconds;
 std::chrono::seconds secs(const google::protobuf::Duration& d) { return std::chrono::seconds(d.seconds()); }
 
 }  // namespace
@@ -15,7 +15,7 @@ ResolverOptions resolver_options(const config::v1::Resolver& c) {
   o.trust_anchor_file = c.trust_anchor_file();
   o.root_hints_file = c.root_hints_file();
   o.forwarders.assign(c.forwarders().begin(), c.forwarders().end());
-  o.query_timeout = ms(c.query_timeout());
+  o.query_timeout = to_milliseconds(c.query_timeout());
   o.retries = static_cast<int>(c.retries());
   o.edns_buffer_size = static_cast<int>(c.edns_buffer_size());
   o.cache_bytes = c.cache_size();

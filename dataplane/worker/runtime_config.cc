@@ -3,9 +3,13 @@
 
 #include <netdb.h>
 
+#include "policy/duration.h"
+
 namespace mxedge::worker {
 
-int64_t to_ms(const google::protobuf::Duration& d) { return d.seconds() * 1000 + d.nanos() / 1000000; }
+namespace {
+int64_t to_ms(const google::protobuf::Duration& d) { return config::duration_ms(d); }
+}  // namespace
 
 std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Config& config, std::string* error) {
   using namespace mxedge::config::v1;

@@ -54,6 +54,5 @@ struct RuntimeConfig {
 // loaded or the next hop's name does not resolve.
 std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Config& config, std::string* error);
 
-int64_t to_ms(const google::protobuf::Duration& d);
 
 }  // namespace mxedge::worker

@@ -17,6 +17,8 @@ packages=(
   postfix swaks libnet-ssleay-perl libio-socket-inet6-perl iproute2 ethtool procps psmisc python3 python3-pytest ldnsutils nsd unbound xdp-tools
   # the MTA-STS policy host (tests/lab/mta_sts.py) and the client its self-tests use
   nginx-light curl
+  # the reference MTA-STS resolver of tests/load/mta_sts/bench_mta_sts.py (mta-sts-daemon)
+  postfix-mta-sts-resolver
 )
 
 missing=()
@@ -34,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The packaged daemons are lab peers started by the tests themselves; the system copies stay off.
-for svc in postfix nsd unbound nginx; do
+for svc in postfix nsd unbound nginx postfix-mta-sts-resolver; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

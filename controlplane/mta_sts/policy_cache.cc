@@ -168,7 +168,7 @@ StsResult PolicyCache::result_of(const CachedPolicy& p) const {
 }
 
 std::shared_ptr<const CachedPolicy> PolicyCache::cached(std::string_view domain) {
-  auto it = entries_.find(std::string(domain));
+  auto it = entries_.find(domain);  // heterogeneous: no string built on the warm path
   if (it == entries_.end()) return nullptr;
   const int64_t t = now();
   if (it->second->expires_at <= t) return nullptr;

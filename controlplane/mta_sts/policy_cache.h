@@ -96,7 +96,11 @@ class PolicyCache {
   StsClient& client_;
   CacheOptions options_;
   sqlite3* db_ = nullptr;
-  std::unordered_map<std::string, std::shared_ptr<CachedPolicy>> entries_;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::shared_ptr<CachedPolicy>, Hash, std::equal_to<>> entries_;
   // Failed first fetches (no cached policy): back-off state only, not persisted.
   std::unordered_map<std::string, std::pair<int64_t, uint32_t>> failed_;
   std::unordered_map<std::string, bool> refreshing_;

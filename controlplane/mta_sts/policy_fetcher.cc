@@ -146,6 +146,11 @@ void PolicyFetcher::start_transfer(std::unique_ptr<Transfer> t) {
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(e, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
   if (!options_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, options_.ca_file.c_str());
+  // No CA directory: with one set (Debian's curl sets /etc/ssl/certs by default) curl 7.88 builds a
+  // new certificate store per connection and skips its shared CA cache, decoding certificates from
+  // disk for every fetch. The CA file (or the default bundle) alone is cached across transfers.
+  curl_easy_setopt(e, CURLOPT_CAPATH, nullptr);
+  curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 3600L);
   curl_easy_setopt(e, CURLOPT_PROXY, options_.proxy.c_str());  // "" also ignores *_proxy variables
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout.count()));
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.total_timeout.count()));

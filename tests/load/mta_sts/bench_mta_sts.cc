@@ -22,6 +22,7 @@
 #include "controlplane/mta_sts/policy_fetcher.h"
 #include "controlplane/mta_sts/sts_client.h"
 #include "controlplane/resolver/resolver.h"
+#include "tests/load/bench_figures.h"
 
 namespace {
 
@@ -40,35 +41,8 @@ double cpu_seconds() {
   return s(ru.ru_utime) + s(ru.ru_stime);
 }
 
-nlohmann::json summary(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  auto pct = [&](double p) {
-    return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-  };
-  double sum = 0;
-  for (double x : v) sum += x;
-  return {{"n", v.size()},
-          {"median_ms", pct(0.5)},
-          {"p90_ms", pct(0.9)},
-          {"p99_ms", pct(0.99)},
-          {"max_ms", v.empty() ? 0.0 : v.back()},
-          {"mean_ms", v.empty() ? 0 : sum / static_cast<double>(v.size())}};
-}
-
-std::vector<std::string> read_names(const char* path) {
-  std::vector<std::string> names;
-  FILE* f = fopen(path, "r");
-  if (!f) throw std::runtime_error(std::string("cannot read names file ") + path);
-  char line[512];
-  while (fgets(line, sizeof line, f)) {
-    std::string s(line);
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    if (!s.empty()) names.push_back(s);
-  }
-  fclose(f);
-  if (names.empty()) throw std::runtime_error(std::string("no names in ") + path);
-  return names;
-}
+using bench::latency_summary;
+using bench::read_names;
 
 // The lab's benchmark policy for `domain`: mode enforce, exactly "mx.<domain>".
 bool expected_policy(const std::string& domain, const mta_sts::StsResult& r) {
@@ -164,7 +138,7 @@ int main(int argc, char** argv) {
       const auto& c = cache->counters();
       emit({{"measure", "cold_fetch"},
             {"domains", n},
-            {"mxedge", summary(answered)},
+            {"mxedge", latency_summary(answered)},
             {"total_ms", total_ms},
             {"last_policy_ms", last_policy_ms},
             {"policies", policies},

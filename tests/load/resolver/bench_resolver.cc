@@ -25,6 +25,7 @@
 #include "controlplane/resolver/destination.h"
 #include "controlplane/resolver/dns_answer.h"
 #include "controlplane/resolver/resolver.h"
+#include "tests/load/bench_figures.h"
 
 namespace {
 
@@ -33,13 +34,7 @@ using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-nlohmann::json summary(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  auto pct = [&](double p) { return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))]; };
-  double sum = 0;
-  for (double x : v) sum += x;
-  return {{"n", v.size()}, {"median_ms", pct(0.5)}, {"p99_ms", pct(0.99)}, {"mean_ms", v.empty() ? 0 : sum / static_cast<double>(v.size())}};
-}
+using mxedge::bench::latency_summary;
 
 // ---------------------------------------------------------------------------------------------
 // unbound side: a minimal stub client (UDP, EDNS0 with DO, AD bit read from the reply).
@@ -215,18 +210,7 @@ int main(int argc, char** argv) {
   opt.root_hints_file = argv[2];
   const std::string unbound_addr = argv[3];
   const std::string flush_cmd = argv[4];  // a shell command that empties unbound's caches
-  std::vector<std::string> names;
-  {
-    FILE* f = fopen(argv[5], "r");
-    if (!f) throw std::runtime_error("names file");
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-      std::string s(line);
-      while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-      if (!s.empty()) names.push_back(s);
-    }
-    fclose(f);
-  }
+  const std::vector<std::string> names = mxedge::bench::read_names(argv[5]);
   const size_t cold_empty_n = std::stoul(argv[6]);
   const double warm_seconds = argc > 7 ? std::stod(argv[7]) : 2.0;
   opt.allow_loopback_servers = true;
@@ -256,7 +240,7 @@ int main(int argc, char** argv) {
       bad += stub.destination(d) == 0;
       ub_ms.push_back(ms_since(t));
     }
-    emit({{"measure", "cold_empty_cache"}, {"mxedge", summary(mx_ms)}, {"unbound", summary(ub_ms)}, {"not_dane", bad}});
+    emit({{"measure", "cold_empty_cache"}, {"mxedge", latency_summary(mx_ms)}, {"unbound", latency_summary(ub_ms)}, {"not_dane", bad}});
   }
 
   // (2) cold destination, warm infrastructure: each destination resolved once, by long-lived
@@ -277,7 +261,7 @@ int main(int argc, char** argv) {
       bad += stub.destination(names[i]) == 0;
       ub_ms.push_back(ms_since(t));
     }
-    emit({{"measure", "cold_destination"}, {"mxedge", summary(mx_ms)}, {"unbound", summary(ub_ms)}, {"not_dane", bad}});
+    emit({{"measure", "cold_destination"}, {"mxedge", latency_summary(mx_ms)}, {"unbound", latency_summary(ub_ms)}, {"not_dane", bad}});
 
     // (3) warm: the same destinations again, answered from cache. mxedge: the whole destination
     // from its destination cache; unbound: the same four queries answered from its cache.
@@ -290,7 +274,7 @@ int main(int argc, char** argv) {
       stub.destination(names[i]);
       ub_warm.push_back(ms_since(t1));
     }
-    emit({{"measure", "warm_destination_latency"}, {"mxedge", summary(mx_warm)}, {"unbound", summary(ub_warm)}});
+    emit({{"measure", "warm_destination_latency"}, {"mxedge", latency_summary(mx_warm)}, {"unbound", latency_summary(ub_warm)}});
 
     // (4) warm throughput on one core: mxedge's cached() lookups per second (the data plane's
     // question "what is the policy input for this domain?"), and unbound's cached answers per second

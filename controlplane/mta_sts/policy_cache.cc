@@ -185,11 +185,7 @@ void PolicyCache::lookup(std::string_view domain_in, Callback callback) {
     if (e.expires_at > t) {
       ++counters_.hits;
       e.last_used_at = t;
-      if (!refreshing_.count(domain) && t >= e.backoff_until) {
-        const int64_t margin = std::min<int64_t>(options_.refresh_before_expiry.count(), e.policy.max_age / 4);
-        if (e.expires_at - t <= margin) refresh(domain, true);
-        else if (t - e.txt_checked_at >= options_.txt_recheck.count()) refresh(domain, false);
-      }
+      refresh_if_due(domain, e, t, /*txt_recheck=*/true);
       callback(result_of(*entries_.at(domain)));
       return;
     }
@@ -233,6 +229,34 @@ void PolicyCache::lookup(std::string_view domain_in, Callback callback) {
     fetching_.erase(domain);
     for (auto& cb : cbs) cb(r);
   });
+}
+
+bool PolicyCache::refresh_if_due(const std::string& domain, const CachedPolicy& e, int64_t t, bool txt_recheck) {
+  if (refreshing_.count(domain) || t < e.backoff_until) return false;
+  const int64_t margin = std::min<int64_t>(options_.refresh_before_expiry.count(), e.policy.max_age / 4);
+  if (e.expires_at - t <= margin) {
+    refresh(domain, true);
+    return true;
+  }
+  if (txt_recheck && t - e.txt_checked_at >= options_.txt_recheck.count()) {
+    refresh(domain, false);
+    return true;
+  }
+  return false;
+}
+
+size_t PolicyCache::maintain() {
+  sweep();
+  const int64_t t = now();
+  std::vector<std::pair<std::string, std::shared_ptr<CachedPolicy>>> due;
+  for (const auto& [domain, e] : entries_) due.emplace_back(domain, e);
+  size_t started = 0;
+  for (const auto& [domain, e] : due) {
+    // Every kept entry is in use (sweep() evicted the unused ones): refresh it before it expires.
+    // The TXT id is re-checked only for entries used since their last check.
+    if (refresh_if_due(domain, *e, t, /*txt_recheck=*/e->last_used_at > e->txt_checked_at)) ++started;
+  }
+  return started;
 }
 
 void PolicyCache::refresh(const std::string& domain, bool force_fetch) {

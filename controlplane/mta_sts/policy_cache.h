@@ -77,6 +77,13 @@ class PolicyCache {
   // Evicts entries unused for evict_unused and expired ones; returns how many.
   size_t sweep();
 
+  // The daemon's periodic work: sweep(), then start the refresh of every kept policy that is close
+  // to expiry (and a TXT re-check of those used since their last one) without waiting for a lookup,
+  // so that policies in use never lapse. Returns how many refreshes started.
+  size_t maintain();
+  // True while a background re-check or refresh is in flight.
+  bool refreshing() const { return !refreshing_.empty(); }
+
   size_t size() const { return entries_.size(); }
   const CacheCounters& counters() const { return counters_; }
   // Writes last-used times kept in memory (done by sweep() and on destruction).
@@ -88,6 +95,7 @@ class PolicyCache {
   void store(const CachedPolicy& p);
   void erase_row(const std::string& domain);
   void refresh(const std::string& domain, bool force_fetch);
+  bool refresh_if_due(const std::string& domain, const CachedPolicy& e, int64_t t, bool txt_recheck);
   void on_fetched(const std::string& domain, const StsResult& r, bool had_entry);
   int64_t now() const { return options_.now(); }
   int64_t backoff_for(uint32_t failures) const;

@@ -87,9 +87,11 @@ int main(int argc, char** argv) {
   app.add_option("--sts-cache", sts_cache_path, "With --mta-sts: keep policies in this SQLite cache (persistent)");
   app.add_option("--sts-txt-recheck", sts_txt_recheck, "Seconds between TXT id re-checks of a cached policy")->capture_default_str();
   app.add_option("--sts-purge", sts_purge, "Remove this domain from the --sts-cache and exit");
-  bool sts_sweep = false;
+  bool sts_sweep = false, sts_maintain = false;
   int64_t sts_clock_offset = 0;
   app.add_flag("--sts-sweep", sts_sweep, "Evict expired and long-unused policies from the --sts-cache and exit");
+  app.add_flag("--sts-maintain", sts_maintain,
+               "Do the --sts-cache's periodic work once (sweep, then refresh policies close to expiry) and exit");
   app.add_option("--sts-clock-offset", sts_clock_offset, "Run the --sts-cache this many seconds in the future (tests)");
   std::string config_file;
   app.add_option("--config", config_file, "Take the resolver settings from this gateway configuration (flags given too win)");
@@ -140,7 +142,7 @@ int main(int argc, char** argv) {
     for (const auto& d : ds) std::cout << d << "\n";
     return 0;
   }
-  if (names.empty() && sts_purge.empty() && !sts_sweep) {
+  if (names.empty() && sts_purge.empty() && !sts_sweep && !sts_maintain) {
     std::cerr << "mxedge-resolve: name a domain to resolve (see --help)\n";
     return 2;
   }
@@ -179,6 +181,21 @@ int main(int argc, char** argv) {
       const size_t n = sts_cache->sweep();
       if (json) std::cout << nlohmann::json{{"swept", n}, {"entries", sts_cache->size()}}.dump() << "\n";
       else std::cout << "evicted " << n << ", " << sts_cache->size() << " left\n";
+      return 0;
+    }
+    if (sts_maintain) {
+      const size_t before = sts_cache->size();
+      const size_t started = sts_cache->maintain();
+      fetcher.run_until([&] { return !sts_cache->refreshing(); });
+      const auto& c = sts_cache->counters();
+      if (json) {
+        std::cout << nlohmann::json{{"swept", before - sts_cache->size()}, {"refreshes_started", started},
+                                    {"refreshed", c.refreshes}, {"fetch_failures", c.fetch_failures},
+                                    {"entries", sts_cache->size()}}.dump() << "\n";
+      } else {
+        std::cout << "evicted " << before - sts_cache->size() << ", refreshed " << c.refreshes << " of " << started
+                  << " due, " << c.fetch_failures << " failed, " << sts_cache->size() << " left\n";
+      }
       return 0;
     }
     if (!sts_purge.empty()) {

@@ -203,6 +203,33 @@ def test_policy_in_use_is_refreshed_before_it_expires(dns_lab, mta_sts_server, c
     assert mta_sts_server.requests("changing") == before + 1
 
 
+def test_maintenance_refreshes_a_policy_before_it_expires_without_a_lookup(dns_lab, mta_sts_server, changing, tmp_path):
+    db = tmp_path / "sts.db"
+    assert cached_run(dns_lab, mta_sts_server, db)["max_age"] == 86400
+    before = mta_sts_server.requests("changing")
+
+    def maintain(offset):
+        run = resolve.run(dns_lab, [], extra=sts_args(mta_sts_server, "--sts-cache", str(db), "--sts-maintain",
+                                                      "--sts-clock-offset", str(offset)))
+        return run.results[0]
+    # Mid-life and unused since its TXT check: nothing to do, no DNS or HTTPS traffic.
+    assert maintain(3600) == {"swept": 0, "refreshes_started": 0, "refreshed": 0, "fetch_failures": 0, "entries": 1}
+    assert mta_sts_server.requests("changing") == before
+    # An hour before expiry the periodic work re-fetches it, though nobody looked it up.
+    assert maintain(86400 - 3600) == {"swept": 0, "refreshes_started": 1, "refreshed": 1, "fetch_failures": 0, "entries": 1}
+    assert mta_sts_server.wait_requests("changing", before + 1) == before + 1
+    # So past the first fetch's expiry the policy is still there, from the cache.
+    later = cached_run(dns_lab, mta_sts_server, db, "--sts-clock-offset", str(86400 + 600))
+    assert later["from_cache"] is True and later["kind"] == "policy"
+    # With the policy host down the refresh fails, the policy is kept, and the next run backs off.
+    mta_sts_server.set_down("changing", True)
+    refreshed_at = 86400 - 3600
+    failed = maintain(refreshed_at + 86400 - 3000)
+    assert failed["refreshes_started"] == 1 and failed["fetch_failures"] == 1 and failed["entries"] == 1
+    backed_off = maintain(refreshed_at + 86400 - 2900)
+    assert backed_off["refreshes_started"] == 0 and backed_off["entries"] == 1
+
+
 def test_sweep_evicts_long_unused_and_expired_policies(dns_lab, mta_sts_server, changing, tmp_path):
     db = tmp_path / "sts.db"
     year = sts_lab.policy_text("enforce", ["mx.changing.sts.test"], max_age=31557600)

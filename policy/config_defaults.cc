@@ -132,6 +132,16 @@ void apply_defaults(Config& c) {
   set_default_duration(m->mutable_backoff_max(), m->has_backoff_max(), 3600);
   set_default_duration(m->mutable_evict_unused(), m->has_evict_unused(), 30 * 86400);
 
+  for (int i = 0; i < c.connectors_size(); ++i) {
+    Connector* k = c.mutable_connectors(i);
+    if (k->name().empty()) k->set_name("connector" + std::to_string(i));
+    for (auto& d : *k->mutable_domains()) d = lower(d);
+    if (k->dane_mode() == CONNECTOR_MODE_UNSPECIFIED) k->set_dane_mode(CONNECTOR_MODE_OPPORTUNISTIC);
+    if (k->mta_sts_mode() == CONNECTOR_MODE_UNSPECIFIED) k->set_mta_sts_mode(CONNECTOR_MODE_OPPORTUNISTIC);
+    if (k->min_tls_version().empty()) k->set_min_tls_version("TLSv1.2");
+    if (!k->has_allow_cleartext()) k->set_allow_cleartext(true);
+  }
+
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
   if (lg->level() == LOG_LEVEL_UNSPECIFIED) lg->set_level(LOG_LEVEL_INFO);
@@ -254,6 +264,32 @@ void validate(const Config& c, const ProblemSink& problem) {
     problem("mta_sts.backoff_min", "backoff_min must be at least 5m (RFC 8461 senders must not hammer policy hosts)");
   if (m.backoff_max().seconds() < m.backoff_min().seconds())
     problem("mta_sts.backoff_max", "backoff_max must not be shorter than backoff_min");
+
+  std::set<std::string> connector_names, connector_domains;
+  for (int i = 0; i < c.connectors_size(); ++i) {
+    const Connector& k = c.connectors(i);
+    const std::string p = "connectors[" + std::to_string(i) + "]";
+    if (!connector_names.insert(k.name()).second) problem(p + ".name", "connector name '" + k.name() + "' is used twice");
+    if (k.domains_size() == 0) problem(p + ".domains", "connector '" + k.name() + "' needs at least one domain (\"*\" for any)");
+    for (int j = 0; j < k.domains_size(); ++j) {
+      const std::string& d = k.domains(j);
+      const std::string dp = p + ".domains[" + std::to_string(j) + "]";
+      const bool ok = d == "*" || valid_domain(d.starts_with('.') ? d.substr(1) : d);
+      if (!ok) problem(dp, "invalid domain '" + d + "' (expected example.com, .example.com or *)");
+      else if (!connector_domains.insert(d).second) problem(dp, "domain '" + d + "' is served by two connectors");
+    }
+    if (!k.smart_host().empty()) {
+      const std::string& h = k.smart_host();
+      const bool ok = SocketAddress::parse(h).has_value() || valid_domain(h) ||
+                      (h.find(':') != std::string::npos && valid_domain(h.substr(0, h.rfind(':'))) &&
+                       SocketAddress::parse("127.0.0.1" + h.substr(h.rfind(':'))).has_value());
+      if (!ok) problem(p + ".smart_host", "invalid smart_host '" + h + "' (expected host, host:port or [IPv6]:port)");
+    }
+    if (k.min_tls_version() != "TLSv1.2" && k.min_tls_version() != "TLSv1.3")
+      problem(p + ".min_tls_version", "min_tls_version must be TLSv1.2 or TLSv1.3 (older versions are not offered)");
+    if (k.mta_sts_mode() == CONNECTOR_MODE_MANDATORY && !k.smart_host().empty())
+      problem(p + ".mta_sts_mode", "mta_sts_mode mandatory needs delivery by MX (MTA-STS constrains MX hosts, not a smart host)");
+  }
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

@@ -25,7 +25,10 @@
 #include "controlplane/resolver/resolver.h"
 #include "controlplane/resolver/resolver_config.h"
 #include "controlplane/resolver/result_json.h"
+#include "controlplane/policy_compiler/compiler.h"
+#include "controlplane/policy_compiler/policy_json.h"
 #include "policy/config_loader.h"
+#include "policy/connectors.h"
 
 namespace {
 
@@ -95,13 +98,25 @@ int main(int argc, char** argv) {
   app.add_option("--sts-clock-offset", sts_clock_offset, "Run the --sts-cache this many seconds in the future (tests)");
   std::string config_file;
   app.add_option("--config", config_file, "Take the resolver settings from this gateway configuration (flags given too win)");
+  bool show_policy = false;
+  std::string dane_mode, sts_mode;
+  bool no_cleartext = false;
+  app.add_flag("--policy", show_policy,
+               "Compile each domain's delivery policy (connector modes x DNS x MTA-STS) as outbound delivery would");
+  app.add_option("--dane-mode", dane_mode, "With --policy: the connector's DANE mode (default: the --config connector's, else opportunistic)")
+      ->check(CLI::IsMember({"none", "opportunistic", "mandatory"}));
+  app.add_option("--mta-sts-mode", sts_mode, "With --policy: the connector's MTA-STS mode")
+      ->check(CLI::IsMember({"none", "opportunistic", "mandatory"}));
+  app.add_flag("--no-cleartext", no_cleartext, "With --policy: the connector never delivers in cleartext");
   CLI11_PARSE(app, argc, argv);
+  mxedge::config::v1::Config gateway_config;
   if (!config_file.empty()) {
     auto loaded = mxedge::config::load_config_file(config_file);
     if (!loaded.ok()) {
       std::cerr << loaded.error_text();
       return 1;
     }
+    gateway_config = *loaded.config;
     const auto& rc = loaded.config->resolver();
     ResolverOptions from = resolver_options(rc);
     // Flags the operator gave override the file.
@@ -225,7 +240,45 @@ int main(int argc, char** argv) {
         }
         ++done;
       };
-      if (mta_sts) {
+      if (show_policy) {
+        // The connector for this domain, with the modes given on the command line on top.
+        mxedge::config::v1::Connector connector = mxedge::config::select_connector(gateway_config, normalize_name(name));
+        auto mode = [](const std::string& m) {
+          return m == "none" ? mxedge::config::v1::CONNECTOR_MODE_NONE
+                             : m == "mandatory" ? mxedge::config::v1::CONNECTOR_MODE_MANDATORY : mxedge::config::v1::CONNECTOR_MODE_OPPORTUNISTIC;
+        };
+        if (!dane_mode.empty()) connector.set_dane_mode(mode(dane_mode));
+        if (!sts_mode.empty()) connector.set_mta_sts_mode(mode(sts_mode));
+        if (no_cleartext) connector.set_allow_cleartext(false);
+        auto state = std::make_shared<std::pair<DestinationResolver::Result, std::optional<mxedge::mta_sts::StsResult>>>();
+        const bool want_sts = connector.mta_sts_mode() != mxedge::config::v1::CONNECTOR_MODE_NONE;
+        auto finish = [&, report, state, connector, name, want_sts]() {
+          if (!state->first || (want_sts && !state->second)) return;
+          const int64_t now = static_cast<int64_t>(::time(nullptr)) + sts_clock_offset;
+          int64_t sts_expires = 0;
+          if (want_sts && sts_cache && state->second->kind == mxedge::mta_sts::StsResult::kPolicy) {
+            if (auto c = sts_cache->cached(state->second->domain)) sts_expires = c->expires_at;
+          }
+          if (want_sts && sts_expires == 0 && state->second->kind == mxedge::mta_sts::StsResult::kPolicy)
+            sts_expires = now + state->second->policy.max_age;
+          const mxedge::mta_sts::StsResult* sts_result = want_sts ? &*state->second : nullptr;
+          auto p = mxedge::policy_compiler::compile(connector, normalize_name(name), *state->first,
+                                                    mxedge::policy_compiler::StsInput{sts_result, sts_expires}, now);
+          report(mxedge::policy_compiler::to_json(p), mxedge::policy_compiler::to_text(p), false);
+        };
+        destinations.resolve(name, [state, finish](const DestinationResolver::Result& d, bool) {
+          state->first = d;
+          finish();
+        });
+        if (want_sts) {
+          auto on = [state, finish](const mxedge::mta_sts::StsResult& r) {
+            state->second = r;
+            finish();
+          };
+          if (sts_cache) sts_cache->lookup(name, on);
+          else sts.lookup(name, on);
+        }
+      } else if (mta_sts) {
         const uint64_t hits_before = sts_cache ? sts_cache->counters().hits : 0;
         auto on_sts = [&, report, hits_before](const mxedge::mta_sts::StsResult& r) {
           nlohmann::json j{{"domain", r.domain}, {"kind", mxedge::mta_sts::to_string(r.kind)}, {"id", r.id}, {"reason", r.reason}};

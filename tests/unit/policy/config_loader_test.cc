@@ -1,5 +1,6 @@
 // Unit tests for YAML config loading, defaults and validation (policy/config_loader.h).
 #include "policy/config_loader.h"
+#include "policy/connectors.h"
 
 #include <gtest/gtest.h>
 
@@ -128,6 +129,7 @@ TEST(ParseHelpers, SizesAndDurations) {
   EXPECT_FALSE(parse_duration_ms("5 minutes"));
 }
 
+
 }  // namespace
 }  // namespace mxedge::config
 
@@ -143,6 +145,7 @@ TEST(ConfigLoader, DocumentedExampleIsValidApartFromInstalledFiles) {
     EXPECT_TRUE(expected) << e.to_string();
   }
 }
+
 
 }  // namespace
 }  // namespace mxedge::config
@@ -181,6 +184,7 @@ TEST(ConfigLoader, XdpSectionDefaultsAndValidation) {
   EXPECT_NE(all.find("port 25 is listed twice"), std::string::npos) << all;
   EXPECT_NE(all.find("port must be 1-65535"), std::string::npos) << all;
 }
+
 
 }  // namespace
 }  // namespace mxedge::config
@@ -226,6 +230,7 @@ TEST(ConfigLoader, ResolverSectionDefaultsAndValidation) {
   EXPECT_NE(all.find("edns_buffer_size must be between 512 and 4096"), std::string::npos) << all;
 }
 
+
 }  // namespace
 }  // namespace mxedge::config
 
@@ -255,6 +260,60 @@ TEST(ConfigLoader, MtaStsSectionDefaultsAndValidation) {
   EXPECT_NE(all.find("proxy must be an http://"), std::string::npos) << all;
   EXPECT_NE(all.find("backoff_min must be at least 5m"), std::string::npos) << all;
   EXPECT_NE(all.find("fetch_timeout must not be shorter than connect_timeout"), std::string::npos) << all;
+}
+
+
+TEST(ConfigLoader, ConnectorsDefaultsValidationAndSelection) {
+  auto def = load_config_text(std::string(kMinimal) +
+                                  "connectors:\n"
+                                  "  - {name: partners, domains: [Partner.Example, .partner.example], dane_mode: mandatory}\n"
+                                  "  - {name: relay, domains: [\"*\"], smart_host: \"relay.example.net:587\", mta_sts_mode: none,\n"
+                                  "     min_tls_version: TLSv1.3, allow_cleartext: false}\n"
+                                  "  - {name: banks, domains: [bank.example], mta_sts_mode: mandatory}\n",
+                              "c.yaml");
+  ASSERT_TRUE(def.ok()) << def.error_text();
+  const auto& c = *def.config;
+  ASSERT_EQ(c.connectors_size(), 3);
+  EXPECT_EQ(c.connectors(0).domains(0), "partner.example");  // lower-cased
+  EXPECT_EQ(c.connectors(0).dane_mode(), v1::CONNECTOR_MODE_MANDATORY);
+  EXPECT_EQ(c.connectors(0).mta_sts_mode(), v1::CONNECTOR_MODE_OPPORTUNISTIC);
+  EXPECT_EQ(c.connectors(0).min_tls_version(), "TLSv1.2");
+  EXPECT_TRUE(c.connectors(0).allow_cleartext());
+  EXPECT_FALSE(c.connectors(1).allow_cleartext());
+  EXPECT_EQ(select_connector(c, "partner.example").name(), "partners");
+  EXPECT_EQ(select_connector(c, "mx.partner.example").name(), "partners");   // .suffix
+  EXPECT_EQ(select_connector(c, "xpartner.example").name(), "relay");        // not a subdomain
+  EXPECT_EQ(select_connector(c, "bank.example").name(), "banks");
+  EXPECT_EQ(select_connector(c, "sub.bank.example").name(), "relay");
+  EXPECT_EQ(select_connector(c, "other.example").name(), "relay");
+  auto none = load_config_text(kMinimal, "m.yaml");
+  ASSERT_TRUE(none.ok());
+  const auto& d = select_connector(*none.config, "any.example");
+  EXPECT_EQ(d.name(), "default");
+  EXPECT_EQ(d.dane_mode(), v1::CONNECTOR_MODE_OPPORTUNISTIC);
+  EXPECT_EQ(d.mta_sts_mode(), v1::CONNECTOR_MODE_OPPORTUNISTIC);
+  EXPECT_TRUE(d.allow_cleartext());
+
+  auto bad = load_config_text(std::string(kMinimal) +
+                                  "connectors:\n"
+                                  "  - {name: a, domains: [\"exa mple.com\", \"*.example.com\"]}\n"
+                                  "  - {name: a, domains: []}\n"
+                                  "  - {name: c, domains: [x.example], min_tls_version: TLSv1.1, smart_host: \"bad host\"}\n"
+                                  "  - {name: d, domains: [X.example], smart_host: relay.example, mta_sts_mode: mandatory}\n",
+                              "c.yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string all = bad.error_text();
+  EXPECT_NE(all.find("invalid domain 'exa mple.com'"), std::string::npos) << all;
+  EXPECT_NE(all.find("invalid domain '*.example.com' (expected example.com, .example.com or *)"), std::string::npos) << all;
+  EXPECT_NE(all.find("connector name 'a' is used twice"), std::string::npos) << all;
+  EXPECT_NE(all.find("connector 'a' needs at least one domain"), std::string::npos) << all;
+  EXPECT_NE(all.find("min_tls_version must be TLSv1.2 or TLSv1.3"), std::string::npos) << all;
+  EXPECT_NE(all.find("invalid smart_host 'bad host'"), std::string::npos) << all;
+  EXPECT_NE(all.find("domain 'x.example' is served by two connectors"), std::string::npos) << all;
+  EXPECT_NE(all.find("mta_sts_mode mandatory needs delivery by MX"), std::string::npos) << all;
+  auto badmode = load_config_text(std::string(kMinimal) + "connectors:\n  - {domains: [\"*\"], dane_mode: strict}\n", "c.yaml");
+  ASSERT_FALSE(badmode.ok());
+  EXPECT_NE(badmode.error_text().find("strict"), std::string::npos) << badmode.error_text();
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 #include <iostream>
 #include <mutex>
 
+#include "dataplane/policy/policy_client.h"
+#include "dataplane/policy/policy_store.h"
 #include "dataplane/spool/spool.h"
 #include "dataplane/stats/prometheus.h"
 #include "dataplane/stats/stats_server.h"
@@ -230,6 +232,23 @@ int main(int argc, char** argv) {
   }
   for (auto& w : workers) w->start();
 
+  // Outbound: the per-destination policies from the control plane (last state first, so unexpired
+  // policies are usable before the control plane answers).
+  std::unique_ptr<dataplane::PolicyStore> policy_store;
+  std::unique_ptr<dataplane::PolicyClient> policy_client;
+  if (cfg.outbound().enabled()) {
+    policy_store = std::make_unique<dataplane::PolicyStore>(cfg.outbound().policy_state_file());
+    if (!policy_store->load(&error)) log::warning("policy.state_unusable").kv("reason", error);
+    else
+      log::info("policy.state_loaded")
+          .kv("file", cfg.outbound().policy_state_file())
+          .kv("version", policy_store->version())
+          .kv("policies", static_cast<uint64_t>(policy_store->current()->policies.size()));
+    policy_client = std::make_unique<dataplane::PolicyClient>(*policy_store, cfg.outbound().policy_socket(),
+                                                              cfg.hostname() + "/" + std::to_string(::getpid()));
+    policy_client->start();
+  }
+
   std::vector<const stats::WorkerCounters*> counters;
   for (auto& w : workers) counters.push_back(&w->counters());
   stats::StatsServer stats_server([&counters, &fast_path, &fast_path_mu] {
@@ -299,6 +318,7 @@ int main(int argc, char** argv) {
     log::info("dataplane.stopping").kv("signal", sig == SIGTERM ? "TERM" : "INT").kv("grace_s", grace_s);
     for (auto& w : workers) w->stop(grace_s * 1000);
     for (auto& w : workers) w->join();
+    if (policy_client) policy_client->stop();
     stats_server.stop();
     workers.clear();
     {

@@ -142,6 +142,12 @@ void apply_defaults(Config& c) {
     if (!k->has_allow_cleartext()) k->set_allow_cleartext(true);
   }
 
+  Outbound* ob = c.mutable_outbound();
+  if (ob->policy_socket().empty()) ob->set_policy_socket("/run/mxedge/policy.sock");
+  if (ob->policy_state_file().empty()) ob->set_policy_state_file("/var/lib/mxedge/policy.state");
+  set_default_duration(ob->mutable_policy_idle(), ob->has_policy_idle(), 3600);
+  set_default_duration(ob->mutable_sts_maintenance(), ob->has_sts_maintenance(), 60);
+
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
   if (lg->level() == LOG_LEVEL_UNSPECIFIED) lg->set_level(LOG_LEVEL_INFO);
@@ -249,6 +255,17 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (r.edns_buffer_size() < 512 || r.edns_buffer_size() > 4096)
     problem("resolver.edns_buffer_size", "edns_buffer_size must be between 512 and 4096");
   if (r.max_mx_hosts() > 100) problem("resolver.max_mx_hosts", "max_mx_hosts must be at most 100");
+  for (int i = 0; i < r.root_servers_size(); ++i) {
+    const std::string& f = r.root_servers(i);
+    const std::string host = f.substr(0, f.find('@'));
+    if (!SocketAddress::parse(host + ":53") && !SocketAddress::parse("[" + host + "]:53"))
+      problem("resolver.root_servers[" + std::to_string(i) + "]", "invalid root server '" + f + "' (expected ADDRESS or ADDRESS@PORT)");
+  }
+  for (int i = 0; i < r.nodefault_zones_size(); ++i) {
+    std::string z = r.nodefault_zones(i);
+    if (!z.empty() && z.back() == '.') z.pop_back();
+    if (!valid_domain(z)) problem("resolver.nodefault_zones[" + std::to_string(i) + "]", "invalid zone '" + r.nodefault_zones(i) + "'");
+  }
 
   const MtaSts& m = c.mta_sts();
   if (m.cache_file().empty() || m.cache_file().front() != '/')
@@ -290,6 +307,13 @@ void validate(const Config& c, const ProblemSink& problem) {
     if (k.mta_sts_mode() == CONNECTOR_MODE_MANDATORY && !k.smart_host().empty())
       problem(p + ".mta_sts_mode", "mta_sts_mode mandatory needs delivery by MX (MTA-STS constrains MX hosts, not a smart host)");
   }
+
+  const Outbound& ob = c.outbound();
+  if (ob.policy_socket().front() != '/') problem("outbound.policy_socket", "policy_socket must be an absolute path");
+  else if (ob.policy_socket().size() > 107) problem("outbound.policy_socket", "policy_socket is longer than a Unix socket path may be (107)");
+  if (ob.policy_state_file().front() != '/') problem("outbound.policy_state_file", "policy_state_file must be an absolute path");
+  if (millis(ob.policy_idle()) < 1000) problem("outbound.policy_idle", "policy_idle must be at least 1s");
+  if (millis(ob.sts_maintenance()) < 1000) problem("outbound.sts_maintenance", "sts_maintenance must be at least 1s");
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

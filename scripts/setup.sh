@@ -14,7 +14,7 @@ packages=(
   # the IANA root trust anchor and root hints: the resolver's defaults
   dns-root-data
   # lab peers and tools used by tests, the demo and the benchmarks
-  postfix swaks libnet-ssleay-perl libio-socket-inet6-perl iproute2 ethtool procps psmisc python3 python3-pytest ldnsutils nsd unbound xdp-tools
+  postfix swaks libnet-ssleay-perl libio-socket-inet6-perl iproute2 ethtool procps psmisc python3 python3-pytest python3-protobuf ldnsutils nsd unbound xdp-tools
   # the MTA-STS policy host (tests/lab/mta_sts.py) and the client its self-tests use
   nginx-light curl
   # the reference MTA-STS resolver of tests/load/mta_sts/bench_mta_sts.py (mta-sts-daemon)

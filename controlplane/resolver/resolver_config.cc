@@ -23,6 +23,14 @@ ResolverOptions resolver_options(const config::v1::Resolver& c) {
   o.max_negative_ttl = secs(c.max_negative_ttl());
   o.bogus_ttl = secs(c.bogus_ttl());
   o.failure_ttl = secs(c.failure_ttl());
+  o.root_stub.assign(c.root_servers().begin(), c.root_servers().end());
+  o.nodefault_zones.assign(c.nodefault_zones().begin(), c.nodefault_zones().end());
+  o.use_ipv6_transport = !c.has_ipv6_transport() || c.ipv6_transport();
+  // Servers the operator names on loopback (a local unbound, a private root) must be reachable;
+  // libunbound refuses 127.0.0.0/8 and ::1 otherwise.
+  for (const auto* list : {&o.forwarders, &o.root_stub})
+    for (const std::string& s : *list)
+      if (s.starts_with("127.") || s.starts_with("::1")) o.allow_loopback_servers = true;
   return o;
 }
 

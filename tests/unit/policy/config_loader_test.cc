@@ -316,5 +316,41 @@ TEST(ConfigLoader, ConnectorsDefaultsValidationAndSelection) {
   EXPECT_NE(badmode.error_text().find("strict"), std::string::npos) << badmode.error_text();
 }
 
+TEST(ConfigLoader, OutboundAndPrivateResolverSettings) {
+  auto def = load_config_text(kMinimal, "m.yaml");
+  ASSERT_TRUE(def.ok()) << def.error_text();
+  const auto& o = def.config->outbound();
+  EXPECT_FALSE(o.enabled());
+  EXPECT_EQ(o.policy_socket(), "/run/mxedge/policy.sock");
+  EXPECT_EQ(o.policy_state_file(), "/var/lib/mxedge/policy.state");
+  EXPECT_EQ(o.policy_idle().seconds(), 3600);
+  EXPECT_EQ(o.sts_maintenance().seconds(), 60);
+  EXPECT_FALSE(def.config->resolver().has_ipv6_transport());
+
+  auto good = load_config_text(std::string(kMinimal) +
+                                   "resolver:\n  root_servers: [\"127.53.1.1\", \"::1@5353\"]\n  nodefault_zones: [test.]\n"
+                                   "  ipv6_transport: false\noutbound: {enabled: true, policy_idle: 5s}\n",
+                               "m.yaml");
+  ASSERT_TRUE(good.ok()) << good.error_text();
+  EXPECT_EQ(good.config->resolver().root_servers_size(), 2);
+  EXPECT_FALSE(good.config->resolver().ipv6_transport());
+  EXPECT_TRUE(good.config->outbound().enabled());
+
+  auto bad = load_config_text(std::string(kMinimal) +
+                                  "resolver:\n  root_servers: [\"ns.example\"]\n  nodefault_zones: [\"bad zone\"]\n"
+                                  "outbound:\n  policy_socket: run/policy.sock\n  policy_state_file: state\n"
+                                  "  policy_idle: 500ms\n  sts_maintenance: 10ms\n",
+                              "m.yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string all = bad.error_text();
+  for (const char* want : {"invalid root server 'ns.example'", "invalid zone 'bad zone'", "policy_socket must be an absolute path",
+                           "policy_state_file must be an absolute path", "policy_idle must be at least 1s",
+                           "sts_maintenance must be at least 1s"})
+    EXPECT_NE(all.find(want), std::string::npos) << want << "\n" << all;
+  auto long_path = load_config_text(std::string(kMinimal) + "outbound: {policy_socket: /" + std::string(120, 'x') + "}\n", "m.yaml");
+  ASSERT_FALSE(long_path.ok());
+  EXPECT_NE(long_path.error_text().find("longer than a Unix socket path"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace mxedge::config

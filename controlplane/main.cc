@@ -1,0 +1,133 @@
+// mxedge-controlplane: resolves destinations with DNSSEC validation (libunbound), keeps the MTA-STS
+// policy cache, compiles per-destination delivery policies, and serves them to the data plane over a
+// Unix socket (controlplane/push). One event loop (the resolver's libevent base) runs everything:
+// DNS, HTTPS policy fetches, the socket, and the timers (policy expiry and idle withdrawal each
+// second; MTA-STS cache upkeep every outbound.sts_maintenance). SIGTERM/SIGINT stop it.
+// GCC 12's -Wnull-dereference reports a false positive inside CLI11's inline CLI::detail::split.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+#include <CLI/CLI.hpp>
+#pragma GCC diagnostic pop
+
+#include <event2/event.h>
+#include <signal.h>
+
+#include <ctime>
+#include <iostream>
+
+#include "controlplane/mta_sts/mta_sts_config.h"
+#include "controlplane/mta_sts/policy_cache.h"
+#include "controlplane/mta_sts/policy_fetcher.h"
+#include "controlplane/mta_sts/sts_client.h"
+#include "controlplane/push/policy_server.h"
+#include "controlplane/push/policy_table.h"
+#include "controlplane/resolver/destination.h"
+#include "controlplane/resolver/resolver.h"
+#include "controlplane/resolver/resolver_config.h"
+#include "policy/config_loader.h"
+#include "policy/duration.h"
+#include "policy/log.h"
+
+namespace {
+
+using namespace mxedge;
+
+struct Timer {
+  event* ev = nullptr;
+  std::function<void()> fn;
+  static void fire(evutil_socket_t, short, void* arg) { static_cast<Timer*>(arg)->fn(); }
+  void start(event_base* base, int64_t period_ms, std::function<void()> f) {
+    fn = std::move(f);
+    ev = event_new(base, -1, EV_PERSIST, &Timer::fire, this);
+    timeval tv{static_cast<time_t>(period_ms / 1000), static_cast<suseconds_t>((period_ms % 1000) * 1000)};
+    event_add(ev, &tv);
+  }
+  ~Timer() {
+    if (ev != nullptr) event_free(ev);
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mxedge control plane: DNSSEC-validated destination policy (DANE, MTA-STS) for the data plane."};
+  std::string config_file = "/etc/mxedge/mxedge.yaml";
+  bool check_only = false;
+  app.add_option("--config", config_file, "Gateway configuration file")->capture_default_str();
+  app.add_flag("--check-config", check_only, "Validate the configuration and exit (0 when valid)");
+  CLI11_PARSE(app, argc, argv);
+
+  auto loaded = config::load_config_file(config_file);
+  if (!loaded.ok()) {
+    std::cerr << loaded.error_text();
+    return 1;
+  }
+  if (check_only) {
+    std::cout << config_file << ": ok\n";
+    return 0;
+  }
+  const config::v1::Config cfg = *loaded.config;
+  log::configure(cfg.logging().format() == config::v1::LOG_FORMAT_JSON ? log::Format::kJson : log::Format::kLogfmt,
+                 static_cast<log::Level>(std::max(0, static_cast<int>(cfg.logging().level()) - 1)));
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::string error;
+  auto resolver = resolver::Resolver::create(resolver::resolver_options(cfg.resolver()), &error);
+  if (!resolver) {
+    log::error("controlplane.failed").kv("reason", error);
+    return 1;
+  }
+  resolver::DestinationResolver destinations(*resolver, resolver::destination_options(cfg.resolver()));
+  mta_sts::PolicyFetcher fetcher(*resolver, mta_sts::fetch_options(cfg.mta_sts()));
+  mta_sts::StsClient sts(*resolver, fetcher);
+  mta_sts::CacheOptions copt = mta_sts::cache_options(cfg.mta_sts());
+  copt.now = [] { return static_cast<int64_t>(::time(nullptr)); };
+  auto sts_cache = mta_sts::PolicyCache::open(sts, copt, &error);
+  if (!sts_cache) {
+    log::error("controlplane.failed").kv("reason", error);
+    return 1;
+  }
+  push::PolicyTable table(cfg, destinations, sts_cache.get(), [] { return static_cast<int64_t>(::time(nullptr)); });
+  event_base* base = resolver->event_base();
+  auto server = push::PolicyServer::listen(base, cfg.outbound().policy_socket(), table, &error);
+  if (!server) {
+    log::error("controlplane.failed").kv("reason", error);
+    return 1;
+  }
+  table.set_listener([&server](const policy::v1::Delta& d) { server->broadcast(d); });
+
+  Timer tick, maintain;
+  tick.start(base, 1000, [&] { table.tick(); });
+  maintain.start(base, config::duration_ms(cfg.outbound().sts_maintenance()), [&] {
+    const size_t started = sts_cache->maintain();
+    if (started > 0) log::info("mta_sts.maintenance").kv("refreshes", static_cast<uint64_t>(started)).kv("entries", static_cast<uint64_t>(sts_cache->size()));
+  });
+  auto on_signal = [](evutil_socket_t sig, short, void* arg) {
+    log::info("controlplane.stopping").kv("signal", static_cast<int64_t>(sig));
+    event_base_loopexit(static_cast<event_base*>(arg), nullptr);
+  };
+  event* term = evsignal_new(base, SIGTERM, on_signal, base);
+  event* intr = evsignal_new(base, SIGINT, on_signal, base);
+  event_add(term, nullptr);
+  event_add(intr, nullptr);
+
+  log::info("controlplane.started")
+      .kv("policy_socket", cfg.outbound().policy_socket())
+      .kv("trust_anchor", cfg.resolver().trust_anchor_file())
+      .kv("mta_sts_cache", cfg.mta_sts().cache_file())
+      .kv("mta_sts_policies", static_cast<uint64_t>(sts_cache->size()))
+      .kv("connectors", static_cast<int64_t>(cfg.connectors_size()));
+  event_base_dispatch(base);
+
+  event_free(term);
+  event_free(intr);
+  const auto& c = table.counters();
+  log::info("controlplane.stopped")
+      .kv("requests", c.requests)
+      .kv("compilations", c.compilations)
+      .kv("deltas", c.deltas)
+      .kv("sessions", server->counters().sessions);
+  server.reset();
+  sts_cache->flush_usage();
+  return 0;
+}

@@ -1,0 +1,76 @@
+// The control plane's table of compiled destination policies, the source of what it pushes to the
+// data plane. A destination enters when the data plane asks for it (PolicyRequest); it is compiled
+// (controlplane/policy_compiler: connector × DNS × MTA-STS) asynchronously on the resolver's event
+// base, recompiled when it expires while still in use, and withdrawn once the data plane has not
+// asked for (or reported using) it for `policy_idle`. Every change bumps the table's version and goes
+// out as one Delta through the listener; snapshot() is the whole table at its version.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "controlplane/mta_sts/policy_cache.h"
+#include "controlplane/resolver/destination.h"
+#include "mxedge/config/v1/config.pb.h"
+#include "mxedge/policy/v1/policy.pb.h"
+#include "policy/delivery_policy.h"
+
+namespace mxedge::push {
+
+struct TableCounters {
+  uint64_t requests = 0, compilations = 0, withdrawals = 0, deltas = 0;
+};
+
+class PolicyTable {
+ public:
+  using Listener = std::function<void(const mxedge::policy::v1::Delta& delta)>;
+
+  // `sts_cache` may be null (no MTA-STS: every connector is treated as mode none). `now`: unix seconds.
+  PolicyTable(const config::v1::Config& config, resolver::DestinationResolver& destinations,
+              mta_sts::PolicyCache* sts_cache, std::function<int64_t()> now);
+
+  void set_listener(Listener listener) { listener_ = std::move(listener); }
+
+  // The data plane needs `domain` (or reports using it): compile it unless a fresh policy exists or
+  // a compilation is under way; either way it counts as in use.
+  void request(const std::string& domain);
+
+  // Once a second: recompile expired policies still in use, withdraw idle ones.
+  void tick();
+
+  mxedge::policy::v1::Snapshot snapshot() const;
+  uint64_t version() const { return version_; }
+  size_t size() const { return entries_.size(); }
+  size_t compiling() const { return compiling_; }
+  const TableCounters& counters() const { return counters_; }
+  // The current policy for `domain`, or null.
+  std::shared_ptr<const policy::DestinationPolicy> find(const std::string& domain) const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<const policy::DestinationPolicy> policy;  // null until the first compilation
+    int64_t used_at = 0;
+    bool compiling = false;
+  };
+  void compile(const std::string& domain);
+  void finish(const std::string& domain, std::shared_ptr<const resolver::DestinationResult> dest,
+              const mta_sts::StsResult* sts, int64_t sts_expires);
+  void publish(std::vector<std::shared_ptr<const policy::DestinationPolicy>> upserts, std::vector<std::string> removed);
+
+  const config::v1::Config& config_;
+  resolver::DestinationResolver& destinations_;
+  mta_sts::PolicyCache* sts_cache_;
+  std::function<int64_t()> now_;
+  Listener listener_;
+  std::unordered_map<std::string, Entry> entries_;
+  uint64_t version_ = 0;
+  size_t compiling_ = 0;
+  TableCounters counters_;
+};
+
+}  // namespace mxedge::push

@@ -21,6 +21,7 @@ from . import util, ports  # noqa: F401  (the light modules; the others are impo
 
 __all__ = [
     "certs",
+    "delivery",
     "gateway",
     "loadsend",
     "mta_sts",

@@ -9,6 +9,7 @@
     pki.untrusted                       # ECDSA leaf for the right names from a CA nobody trusts
     pki.issue("name", ["a.lab.test"], key_type="rsa")   # more on demand
     pki.issue_untrusted("name", ["a.lab.test"])         # more from the untrusted CA (pki.other_ca)
+    pki.self_signed("name", ["a.lab.test"])             # a self-signed leaf (chain = the leaf)
 
 Every ServerCert has: cert (leaf only), chain (leaf then CA), key, ca (the CA that signed it),
 names, key_type. Private keys of leaves are mode 0644 (lab only: daemons that drop privileges before
@@ -166,6 +167,28 @@ class LabPKI:
     def issue_untrusted(self, name: str, names: list[str], key_type: str = "ecdsa", **kw) -> ServerCert:
         """A leaf from the second CA (other_ca), which nobody trusts."""
         return self._other_ca.issue(name, names, key_type, **kw)
+
+    def self_signed(self, name: str, names: list[str], key_type: str = "ecdsa") -> ServerCert:
+        """A self-signed leaf (its own issuer; chain = the certificate alone) for DNS `names`,
+        cached like the others (under DIR/self-signed/)."""
+        d = os.path.join(self.dir, "self-signed")
+        with self.ca._lock:
+            os.makedirs(d, exist_ok=True)
+            name_lock = self.ca._name_locks.setdefault("self-signed/" + name, threading.Lock())
+        with name_lock:
+            base = os.path.join(d, name)
+            key, cert = base + ".key", base + ".crt"
+            if not (os.path.exists(cert) and os.path.exists(key)):
+                _keygen(key, key_type)
+                os.chmod(key, 0o644)
+                san = ",".join(f"DNS:{n}" for n in names)
+                _openssl("req", "-x509", "-new", "-key", key, "-out", cert + ".tmp", "-days", "825",
+                         "-subj", f"/O=mxedge lab/CN={names[0]}", "-sha256",
+                         "-addext", "basicConstraints=critical,CA:FALSE",
+                         "-addext", "extendedKeyUsage=serverAuth,clientAuth",
+                         "-addext", f"subjectAltName={san}")
+                os.replace(cert + ".tmp", cert)
+            return ServerCert(name, cert, cert, key, cert, list(names), key_type)
 
     def gateway_certificates(self) -> list[dict]:
         """The listener `certificates:` list serving both the ECDSA and the RSA leaf."""

@@ -21,6 +21,7 @@ cannot carry ports):
                 ask the proxy.
     127.53.X.5  `https_address`: not used by the DNS lab itself; the `mta-sts.*` A records point
                 here, where lab/mta_sts.py's StsHttpsServer (nginx) listens on port 443.
+    127.53.X.10 and up (delivery=True only): the delivery lab's MX hosts, port 25 (lab/delivery.py)
 
 MTA-STS (lab/mta_sts.py has the case table STS_CASES): zone `sts.test` holds one domain per case,
 `<case>.sts.test` with `_mta-sts` TXT (TTL 5), `mta-sts` A (https_address), MX and mx A; the
@@ -28,6 +29,12 @@ MTA-STS (lab/mta_sts.py has the case table STS_CASES): zone `sts.test` holds one
 zone `stsbench.test` holds b0..b999.stsbench.test for a benchmark. `set_sts_id(case, id)`,
 `remove_sts_txt(case)` and `set_sts_txt(case, records)` rewrite, re-sign and reload the zone
 (NSD SIGHUP) and wait until NSD serves the new records (unbound's copy is flushed when it runs).
+
+Delivery lab (only with DnsLab(delivery=True); lab/delivery.py has the case table): zone `dlv.test`
+and one child zone per delivery case (`dane-ee`, `dane-ta`, `dane-fail`, `dane-fallback`, `sts-ok`,
+`sts-badcert`, `insecure`, `stripped`, `dane-stripped`, `bogus` .dlv.test) whose MX hosts have A
+records 127.53.X.10 and up (no AAAA), where lab/delivery.py's DeliveryLab runs Postfix receivers
+and a STARTTLS-stripping proxy on port 25; TLSA from the delivery certificates.
 
 Every zone is signed afresh at each start (ECDSAP256SHA256, one CSK per zone, ldns-keygen and
 ldns-signzone), so signatures are always current. `lab.cases` describes every case zone; the
@@ -810,12 +817,19 @@ class DnsLab:
     mx_address: the A record of every MX host (AAAA is always ::1); leaf_cert/ca_cert: PEM files the
     TLSA data are computed from (default: certs.get_pki()'s ECDSA leaf and CA); bench_domains: how
     many dN.bench.test domains (fewer start faster); sts_cases: the MTA-STS domains of sts.test
-    (mta_sts.STS_CASES); sts_bench_domains: how many bN.stsbench.test domains."""
+    (mta_sts.STS_CASES); sts_bench_domains: how many bN.stsbench.test domains.
+
+    delivery=True adds the delivery lab's zones (lab/delivery.py: dlv.test and one child zone per
+    DELIVERY_CASES entry, MX hosts at 127.53.X.10 and up, whose port 25 must be free too; TLSA
+    records from the delivery certificates, issued from `pki`, default certs.get_pki()); then
+    `delivery_sts_cases` holds the two MTA-STS domains of dlv.test for StsHttpsServer (their TXT
+    records are fixed: set_sts_* do not apply to them). Off by default: nothing changes then."""
 
     def __init__(self, directory: str, mx_address: str = "127.0.0.1", leaf_cert: str | None = None,
                  ca_cert: str | None = None, bench_domains: int = BENCH_DOMAINS,
                  sts_cases: dict[str, "mta_sts.StsCase"] | None = None,
-                 sts_bench_domains: int = mta_sts.STS_BENCH_DOMAINS):
+                 sts_bench_domains: int = mta_sts.STS_BENCH_DOMAINS, delivery: bool = False,
+                 pki=None):
         self.dir = os.path.realpath(directory)
         self._created_dir = not os.path.exists(self.dir)
         os.makedirs(self.dir, exist_ok=True)
@@ -826,16 +840,25 @@ class DnsLab:
         self.bench_domains = bench_domains
         self.sts_cases = dict(mta_sts.STS_CASES if sts_cases is None else sts_cases)
         self.sts_bench_domains = sts_bench_domains
+        self.delivery = delivery
+        self.delivery_pki = pki
+        self.delivery_sts_cases: dict[str, "mta_sts.StsCase"] = {}
+        if delivery:
+            from . import delivery as delivery_mod
+            self.delivery_sts_cases = delivery_mod.sts_cases()
         self._sts_txt: dict[str, list[str]] = {}     # changed TXT records (set_sts_*), by case
         self._serial = 0
         self._zone_lock = threading.Lock()
         self.cases = dict(CASES)
+        if delivery:
+            self.cases.update(delivery_mod.dns_case_texts())
         self.prefix: str | None = None
         self.proxy: DnsProxy | None = None
         self._nsd: util.ManagedProcess | None = None
         self._nsd_backend: util.ManagedProcess | None = None
         self._unbound: util.ManagedProcess | None = None
         self._tlsa: dict[str, list[tuple[int, int, int, str]]] = {}
+        self._delivery_tlsa: dict[str, list[tuple[int, int, int, str]]] | None = None
         self._zones: list[_Zone] = []
         self._token: int | None = None
         self.tlsa_data: TlsaData | None = None
@@ -906,6 +929,8 @@ class DnsLab:
                 self._leaf_cert = self._leaf_cert or pki.ecdsa.cert
                 self._ca_cert = self._ca_cert or pki.ca_pem
             self.tlsa_data = TlsaData.from_certs(self._leaf_cert, self._ca_cert)
+        if self.delivery and self._delivery_tlsa is None:
+            self._prepare_delivery()
         last: Exception | None = None
         for _ in range(5):
             self.prefix = self._pick_prefix()
@@ -924,9 +949,13 @@ class DnsLab:
     def _pick_prefix(self) -> str:
         choices = list(range(1, 255))
         random.shuffle(choices)
+        extra = ()
+        if self.delivery:
+            from . import delivery as delivery_mod
+            extra = delivery_mod.ADDRESS_OCTETS
         for x in choices:
             prefix = f"127.53.{x}"
-            if addresses_free(prefix):
+            if addresses_free(prefix) and all(_tcp_port_free(f"{prefix}.{o}", 25) for o in extra):
                 return prefix
         raise RuntimeError("no 127.53.X.0/24 with port 53 free")
 
@@ -1091,7 +1120,38 @@ class DnsLab:
                   soa_min=mta_sts.STS_TXT_TTL)
         if self.sts_bench_domains:
             Z(mta_sts.STS_BENCH_ZONE, self._sts_records(mta_sts.STS_BENCH_ZONE))
+        if self.delivery:
+            self._build_delivery_zones(Z, T)
         self._zones = zones
+
+    # delivery lab (lab/delivery.py) -----------------------------------------------------------------
+    def _prepare_delivery(self) -> None:
+        """Issue the delivery certificates and compute their TLSA data (once)."""
+        from . import certs, delivery as delivery_mod
+        if self.delivery_pki is None:
+            self.delivery_pki = certs.get_pki()
+        pki = self.delivery_pki
+        issued = delivery_mod.issue_certificates(pki)
+        hosts = [m for c in delivery_mod.DELIVERY_CASES.values() for m in c.mx]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            futs = {m.host: pool.submit(delivery_mod.tlsa_records, m, issued, pki.ca_pem) for m in hosts}
+            self._delivery_tlsa = {h: f.result() for h, f in futs.items()}
+
+    def _build_delivery_zones(self, Z, T) -> None:
+        from . import delivery as delivery_mod
+        Z(delivery_mod.DLV_ZONE)
+        for c in delivery_mod.DELIVERY_CASES.values():
+            records = []
+            for m in c.mx:
+                records.append(f"{c.domain}. IN MX {m.preference} {m.host}.")
+                records.append(f"{m.host}. IN A {self._addr(m.octet)}")
+                records += [T(m.host, *rr) for rr in self._delivery_tlsa[m.host]]
+            sts = self.delivery_sts_cases.get(c.name)
+            if sts is not None:
+                records += [f"{sts.txt_name}. {mta_sts.STS_TXT_TTL} IN {rr}" for rr in sts.txt_records()]
+                records.append(f"{sts.policy_host}. IN A {self.https_address}")
+            kw = {"secure": {}, "insecure": {"sign": False, "ds": "none"}, "bogus": {"bad_sig": "MX"}}[c.dns]
+            Z(c.domain, records, parent=delivery_mod.DLV_ZONE, **kw)
 
     # MTA-STS ----------------------------------------------------------------------------------------
     def _sts_case(self, case: str) -> tuple[str, str, list[str]]:

@@ -4,7 +4,10 @@ Session scope:  lab_root (a 0755 temp dir, removed at the end), lab_pki (lab.cer
 Module scope:   dns_lab (lab.dns.DnsLab with unbound started; TLSA data from lab_pki's ECDSA leaf
                 and CA; NSD/unbound log tails are printed when a test of the module failed),
                 mta_sts_server (lab.mta_sts.StsHttpsServer, nginx on dns_lab.https_address:443 with
-                certificates from lab_pki's CA; its error log tail is printed on failure)
+                certificates from lab_pki's CA; its error log tail is printed on failure),
+                delivery_lab (lab.delivery.DeliveryLab: Postfix receivers on 127.53.X.N:25 and the
+                STARTTLS-stripping proxy; in a module that uses it, dns_lab is built with
+                delivery=True and mta_sts_server also serves the delivery lab's STS domains)
 Function scope: lab_dir (fresh dir for one test, removed afterwards), smtp_sink (a started
                 SmtpSink), sink_factory, postfix_factory, gateway_factory, gateway (a started
                 gateway relaying to smtp_sink), tmpfs_factory.
@@ -19,7 +22,8 @@ import os
 
 import pytest
 
-from . import certs, dns as dns_mod, gateway as gateway_mod, mta_sts as mta_sts_mod, postfix as postfix_mod
+from . import certs, delivery as delivery_mod, dns as dns_mod, gateway as gateway_mod
+from . import mta_sts as mta_sts_mod, postfix as postfix_mod
 from . import smtp_sink as sink_mod, util
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "tmpfs_factory",
     "dns_lab",
     "mta_sts_server",
+    "delivery_lab",
     "pytest_runtest_makereport",
 ]
 
@@ -166,12 +171,21 @@ def tmpfs_factory(lab_dir):
         t.unmount()
 
 
+def _module_uses(request, fixture: str) -> bool:
+    """Whether a selected test of the requesting module uses `fixture` (directly or indirectly)."""
+    module = getattr(request, "module", None)
+    return any(fixture in getattr(item, "fixturenames", ()) for item in request.session.items
+               if getattr(item, "module", None) is module)
+
+
 @pytest.fixture(scope="module")
 def dns_lab(lab_root, lab_pki, request):
     """A started DnsLab (lab/dns.py) plus unbound, shared by the tests of one module. Tests that
-    call proxy.stop_answering() must resume_answering() themselves."""
+    call proxy.stop_answering() must resume_answering() themselves. Built with delivery=True (the
+    dlv.test zones of lab/delivery.py) when a test of the module uses delivery_lab."""
     failed_before = request.session.testsfailed
-    lab = dns_mod.DnsLab(lab_root.unique_sub("dns"), leaf_cert=lab_pki.ecdsa.cert, ca_cert=lab_pki.ca_pem)
+    lab = dns_mod.DnsLab(lab_root.unique_sub("dns"), leaf_cert=lab_pki.ecdsa.cert, ca_cert=lab_pki.ca_pem,
+                         delivery=_module_uses(request, "delivery_lab"), pki=lab_pki)
     try:
         lab.start()
         lab.start_unbound()
@@ -197,6 +211,27 @@ def mta_sts_server(dns_lab, lab_root, lab_pki, request):
         if request.session.testsfailed > failed_before:
             print(f"\n----- MTA-STS nginx at {srv.address}:443: error log -----\n{srv.log_tail(40)}")
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def delivery_lab(dns_lab, mta_sts_server, lab_root, lab_pki, request):
+    """A started DeliveryLab (lab/delivery.py): a Postfix receiver per delivery MX host on
+    127.53.X.N:25 and the STARTTLS-stripping proxy, shared by the tests of one module (start-up:
+    the receivers start in parallel, a few seconds). Connection counters run from the start: tests
+    that assert "no connection" call reset_connections() first. Maillog tails are printed when a
+    test of the module failed."""
+    if not dns_lab.delivery:
+        raise RuntimeError("dns_lab was built without delivery=True (request delivery_lab as a fixture "
+                           "argument, not through getfixturevalue, so that dns_lab sees it)")
+    failed_before = request.session.testsfailed
+    dl = delivery_mod.DeliveryLab(lab_root.unique_sub("dlv"), dns_lab, mta_sts_server, lab_pki)
+    try:
+        dl.start()
+        yield dl
+    finally:
+        if request.session.testsfailed > failed_before:
+            print(f"\n----- delivery lab receivers -----\n{dl.log_tails(15)}")
+        dl.cleanup()
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

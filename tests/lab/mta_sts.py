@@ -124,10 +124,11 @@ class StsCase:
     dns: str = "normal"
     mode: str | None = None
     mx: tuple[str, ...] = ()
+    zone: str = STS_ZONE       # the domain is <name>.<zone> (lab/delivery.py's cases use dlv.test)
 
     @property
     def domain(self) -> str:
-        return f"{self.name}.{STS_ZONE}"
+        return f"{self.name}.{self.zone}"
 
     @property
     def policy_host(self) -> str:
@@ -254,8 +255,10 @@ BENCH_ID = "bench1"
 class StsHttpsServer:
     """nginx serving every case's policy host on `address`:443 (see the module docstring).
 
-    `lab_or_address`: a started DnsLab (its https_address, sts_cases and sts_bench_domains are used)
-    or an address (127.x.y.z; cases/bench_domains from the arguments or the defaults).
+    `lab_or_address`: a started DnsLab (its https_address, sts_cases and sts_bench_domains are used;
+    with DnsLab(delivery=True) also its delivery_sts_cases, the MTA-STS domains of lab/delivery.py:
+    sts-ok.dlv.test and sts-badcert.dlv.test) or an address (127.x.y.z; cases/bench_domains from
+    the arguments or the defaults).
     `pki`: lab.certs.LabPKI (default: certs.get_pki())."""
 
     def __init__(self, directory: str, lab_or_address, pki=None, cases: dict[str, StsCase] | None = None,
@@ -272,7 +275,9 @@ class StsHttpsServer:
         else:
             lab = self.lab = lab_or_address
             self.address = lab.https_address
-            self.cases = dict(cases if cases is not None else lab.sts_cases)
+            if cases is None:
+                cases = {**lab.sts_cases, **getattr(lab, "delivery_sts_cases", {})}
+            self.cases = dict(cases)
             self.bench_domains = lab.sts_bench_domains if bench_domains is None else bench_domains
         if not self.address.startswith("127."):
             raise ValueError(f"the lab only uses loopback, not {self.address!r}")

@@ -11,7 +11,10 @@ What running several instances side by side as root needs (and what it does not)
     only consulted for unprivileged users of the set-gid commands, and postmulti is not needed.
     /etc/postfix/main.cf does not even exist on these machines.
   * Each instance has its own queue_directory, data_directory (holds master.lock), maillog_file and
-    syslog_name; master.cf binds only 127.0.0.1:PORT (no port 25).
+    syslog_name; master.cf binds only HOST:PORT (default 127.0.0.1 and a free port; the delivery
+    lab, lab/delivery.py, runs receivers on 127.53.X.N:25: master binds port 25 as root;
+    inet_interfaces stays 127.0.0.1, since Postfix refuses an address that no interface has, and
+    127.53.X.N is only routed to lo, not assigned).
   * maillog_file must match maillog_file_prefixes (default "/var, /dev/stdout"), otherwise the
     `postfix` command dies with a fatal error that goes nowhere visible: set it to the instance dir.
   * data_directory must be owned by mail_owner (postfix) before `postfix start` (master.lock).
@@ -109,7 +112,9 @@ def _conf_value(v) -> str:
 class PostfixInstance:
     def __init__(self, workdir: str, name: str = "postfix", smtpd_port: int | None = None,
                  hostname: str | None = None, main_cf: dict | None = None, smtpd_options: dict | None = None,
-                 extra_master_cf: str = ""):
+                 extra_master_cf: str = "", host: str = "127.0.0.1"):
+        """host: the IPv4 loopback address smtpd listens on (master.cf); smtpd_port: a
+        fixed port (kept on "Address already in use", which is then an error), else a free one."""
         self.dir = workdir
         self.name = name
         os.makedirs(workdir, exist_ok=True)
@@ -119,7 +124,10 @@ class PostfixInstance:
         self.data_dir = os.path.join(workdir, "data")
         self.mail_dir = os.path.join(workdir, "mail")
         self.maillog = os.path.join(workdir, "maillog")
-        self.host = "127.0.0.1"
+        if not host.startswith("127."):
+            raise ValueError(f"the lab only listens on loopback, not {host!r}")
+        self.host = host
+        self._port_fixed = smtpd_port is not None
         self.smtpd_port = smtpd_port or ports.free_port(self.host)
         self.hostname = hostname or f"{name}.lab.test"
         self.smtpd_options = dict(smtpd_options or {})
@@ -137,6 +145,8 @@ class PostfixInstance:
             "data_directory": self.data_dir,
             "mail_owner": "postfix",
             "setgid_group": "postdrop",
+            # must name an address of an interface: 127.53.X.N is routed to lo but not assigned
+            # to it ("fatal: ... no local interface found"); master.cf binds HOST itself anyway
             "inet_interfaces": "127.0.0.1",
             "inet_protocols": "ipv4",
             "myhostname": self.hostname,
@@ -213,12 +223,15 @@ class PostfixInstance:
         return self.master_pid() is not None
 
     def _smtpd_listening(self) -> bool:
-        want = f"{self.smtpd_port:04X}"
+        """A listening socket on host:smtpd_port (the address matters: several instances may use
+        port 25 on different 127.x addresses)."""
+        addr = "".join(f"{int(x):02X}" for x in reversed(self.host.split(".")))
+        want = {f"{addr}:{self.smtpd_port:04X}", f"00000000:{self.smtpd_port:04X}"}
         try:
             with open("/proc/net/tcp") as f:
                 for line in f:
                     fields = line.split()
-                    if len(fields) > 3 and fields[3] == "0A" and fields[1].endswith(":" + want):
+                    if len(fields) > 3 and fields[3] == "0A" and fields[1] in want:
                         return True
         except OSError:
             pass
@@ -248,7 +261,7 @@ class PostfixInstance:
                 return self
             log = util.read_text(self.maillog)[log_offset:]
             self._force_stop()
-            if "Address already in use" in log and attempt < 4:
+            if "Address already in use" in log and attempt < 4 and not self._port_fixed:
                 self.smtpd_port = ports.free_port(self.host)
                 continue
             raise RuntimeError(f"postfix {self.name} failed to start (rc={cp.returncode}):\n"
@@ -472,11 +485,15 @@ def _chain_files(certs: list) -> str:
 
 def receiver(workdir: str, pki, domains: list[str] | None = None, name: str = "receiver",
              tls: str = "may", certs: list | None = None, hold: bool = False,
-             main_cf: dict | None = None, smtpd_port: int | None = None) -> PostfixInstance:
+             main_cf: dict | None = None, smtpd_port: int | None = None, host: str = "127.0.0.1",
+             hostname: str | None = None) -> PostfixInstance:
     """A final-destination Postfix for `domains` (default lab.test) with STARTTLS ("may", or
-    "encrypt" to require it) using the lab ECDSA and RSA certificates. Every recipient of those
-    domains is delivered by virtual(8) into the Maildir DIR/mail/mailbox/ (Delivered-To: shows the
-    envelope recipient). hold=True: accepted messages go to the hold queue instead (see envelope())."""
+    "encrypt" to require it) using the lab ECDSA and RSA certificates (or `certs`: ServerCerts,
+    each served with its chain file). Every recipient of those domains is delivered by virtual(8)
+    into the Maildir DIR/mail/mailbox/ (Delivered-To: shows the envelope recipient). hold=True:
+    accepted messages go to the hold queue instead (see envelope()). host/smtpd_port: where smtpd
+    listens (default 127.0.0.1, a free port; lab/delivery.py uses 127.53.X.N:25); hostname:
+    myhostname (default NAME.lab.test)."""
     domains = domains or ["lab.test"]
     nobody = pwd.getpwnam("nobody")
     cf = {
@@ -497,7 +514,7 @@ def receiver(workdir: str, pki, domains: list[str] | None = None, name: str = "r
         cf["smtpd_recipient_restrictions"] = "check_client_access static:HOLD"
     cf.update(main_cf or {})
     return PostfixInstance(workdir, name=name, main_cf=cf, smtpd_port=smtpd_port,
-                           hostname=f"{name}.lab.test")
+                           hostname=hostname or f"{name}.lab.test", host=host)
 
 
 def sender(workdir: str, pki, relay_port: int, relay_host: str = "127.0.0.1", name: str = "sender",

@@ -1,7 +1,10 @@
 // Per-worker relay scheduling; see relay.h.
 #include "dataplane/relay/relay.h"
 
+#include <openssl/x509v3.h>
+
 #include <algorithm>
+#include <chrono>
 
 #include "dataplane/relay/relay_connection.h"
 #include "policy/log.h"
@@ -63,14 +66,77 @@ void Relay::kick() {
   }
 }
 
-spool::SpoolEntry* Relay::next_message() {
-  if (stopping_ || ready_.empty()) return nullptr;
-  spool::SpoolEntry* e = ready_.front();
-  ready_.pop_front();
-  return e;
+ConnectTarget Relay::target() {
+  const auto& r = runtime_->relay;
+  ConnectTarget t;
+  t.address = r.addresses[next_address_++ % r.addresses.size()];
+  t.connect_timeout_ms = r.connect_timeout_ms;
+  t.command_timeout_ms = r.command_timeout_ms;
+  return t;
 }
 
-void Relay::defer(spool::SpoolEntry* entry, const std::string& reason) {
+TlsNeed Relay::tls_need() const {
+  switch (runtime_->relay.tls) {
+    case config::v1::NEXT_HOP_TLS_NONE: return TlsNeed::kNever;
+    case config::v1::NEXT_HOP_TLS_REQUIRED:
+    case config::v1::NEXT_HOP_TLS_VERIFY: return TlsNeed::kRequired;
+    default: return TlsNeed::kOpportunistic;
+  }
+}
+
+SSL* Relay::new_ssl(std::string* error) {
+  const auto& cfg = runtime_->relay;
+  SSL* ssl = SSL_new(cfg.ssl_ctx.get());
+  if (ssl == nullptr) {
+    *error = "SSL_new failed";
+    return nullptr;
+  }
+  if (!cfg.sni.empty()) SSL_set_tlsext_host_name(ssl, cfg.sni.c_str());
+  if (cfg.tls == config::v1::NEXT_HOP_TLS_VERIFY) {
+    if (SocketAddress::from_ip_port(cfg.verify_name, 0)) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), cfg.verify_name.c_str());
+    } else {
+      SSL_set1_host(ssl, cfg.verify_name.c_str());
+    }
+  }
+  return ssl;
+}
+
+bool Relay::next_job(Job* job) {
+  if (stopping_ || ready_.empty()) return false;
+  job->entry = ready_.front();
+  job->rcpts.clear();
+  ready_.pop_front();
+  return true;
+}
+
+void Relay::report(const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer, SSL* ssl,
+                   const std::string& reply) {
+  const auto& env = job.entry->envelope;
+  size_t delivered = 0;
+  for (const auto& rr : settled) {
+    if (rr.outcome() == mxedge::spool::v1::RECIPIENT_OUTCOME_DELIVERED) {
+      ++delivered;
+    } else {
+      stats::bump(counters_.recipients_failed);
+      log::warning("message.failed").kv("worker", worker_).kv("qid", env.queue_id())
+          .kv("to", "<" + env.recipients(static_cast<int>(rr.index())).address() + ">")
+          .kv("next_hop", peer).kv("reply", rr.reply());
+    }
+  }
+  if (delivered > 0 && delivered == job.rcpts.size()) stats::bump(counters_.messages_relayed);
+  if (delivered > 0) {
+    const int64_t now_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    log::info("message.relayed").kv("worker", worker_).kv("qid", env.queue_id())
+        .kv("rcpts", static_cast<uint64_t>(delivered)).kv("next_hop", peer)
+        .kv("tls", ssl != nullptr ? std::string(SSL_get_version(ssl)) : std::string("none"))
+        .kv("delay_ms", (now_us - env.received_at_us()) / 1000).kv("reply", reply);
+  }
+}
+
+void Relay::defer(const Job& job, const std::string& reason) {
+  spool::SpoolEntry* entry = job.entry;
   ++entry->attempts;
   stats::bump(counters_.messages_deferred);
   int64_t delay = backoff_ms(entry->attempts);

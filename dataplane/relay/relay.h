@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "dataplane/relay/connection_owner.h"
 #include "dataplane/spool/spool.h"
 #include "dataplane/stats/counters.h"
 #include "dataplane/worker/event_loop.h"
@@ -22,10 +23,10 @@ namespace mxedge::relay {
 
 class RelayConnection;
 
-class Relay {
+class Relay final : public ConnectionOwner {
  public:
   Relay(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index, stats::WorkerCounters& counters);
-  ~Relay();
+  ~Relay() override;
 
   void set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime);
   void enqueue(spool::SpoolEntry* entry);
@@ -36,19 +37,26 @@ class Relay {
   void abort_all();
   void reap();
 
-  // From connections.
-  spool::SpoolEntry* next_message();
-  void defer(spool::SpoolEntry* entry, const std::string& reason);  // transient failure
-  void hop_ok();
-  void hop_failed(const std::string& reason);
-  void connection_closed(RelayConnection* c);
+  // ConnectionOwner, for its connections.
+  worker::EventLoop& loop() override { return loop_; }
+  spool::Spool& spool() override { return spool_; }
+  unsigned worker_index() const override { return worker_; }
+  stats::WorkerCounters& counters() override { return counters_; }
+  const std::string& helo_name() const override { return runtime_->config.hostname(); }
+  bool stopping() const override { return stopping_; }
+  ConnectTarget target() override;
+  TlsNeed tls_need() const override;
+  SSL* new_ssl(std::string* error) override;
+  std::string accept_tls(SSL*) override { return {}; }  // NEXT_HOP_TLS_VERIFY fails inside the handshake
+  bool next_job(Job* job) override;
+  void defer(const Job& job, const std::string& reason) override;  // transient failure
+  void report(const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer, SSL* ssl,
+              const std::string& reply) override;
+  void hop_ok() override;
+  void hop_failed(const std::string& reason) override;
+  void connection_closed(RelayConnection* c) override;
 
-  worker::EventLoop& loop() { return loop_; }
-  spool::Spool& spool() { return spool_; }
   const worker::RuntimeConfig& runtime() const { return *runtime_; }
-  unsigned worker_index() const { return worker_; }
-  stats::WorkerCounters& counters() { return counters_; }
-  bool stopping() const { return stopping_; }
 
  private:
   void kick();
@@ -70,6 +78,7 @@ class Relay {
   uint32_t hop_failures_ = 0;
   bool stopping_ = false;
   std::mt19937_64 rng_;
+  size_t next_address_ = 0;
 };
 
 }  // namespace mxedge::relay

@@ -12,7 +12,6 @@
 #include <chrono>
 #include <cstring>
 
-#include "dataplane/relay/relay.h"
 #include "dataplane/tls/tls_context.h"
 #include "policy/log.h"
 
@@ -23,9 +22,6 @@ constexpr int64_t kIdleQuitMs = 5000;
 constexpr size_t kBodyWindow = 64 << 10;
 constexpr size_t kBodyChunk = 32 << 10;
 
-using mxedge::config::v1::NEXT_HOP_TLS_NONE;
-using mxedge::config::v1::NEXT_HOP_TLS_REQUIRED;
-using mxedge::config::v1::NEXT_HOP_TLS_VERIFY;
 
 std::string notify_text(uint32_t bits) {
   if (bits & smtp::kNotifyNever) return "NEVER";
@@ -42,13 +38,9 @@ std::string notify_text(uint32_t bits) {
   return s;
 }
 
-int64_t wall_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
-RelayConnection::RelayConnection(Relay& relay) : Timer(&relay.loop()), relay_(relay) {}
+RelayConnection::RelayConnection(ConnectionOwner& owner) : Timer(&owner.loop()), relay_(owner) {}
 
 RelayConnection::~RelayConnection() {
   if (ssl_ != nullptr) SSL_free(ssl_);
@@ -56,10 +48,10 @@ RelayConnection::~RelayConnection() {
 }
 
 void RelayConnection::start() {
-  const auto& r = relay_.runtime().relay;
-  static thread_local size_t rr = 0;
-  const SocketAddress& addr = r.addresses[rr++ % r.addresses.size()];
-  peer_ = addr.to_string();
+  const ConnectTarget t = relay_.target();
+  const SocketAddress& addr = t.address;
+  peer_ = t.name.empty() ? addr.to_string() : t.name + "[" + addr.ip_text() + "]";
+  command_timeout_ms_ = t.command_timeout_ms;
   fd_ = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd_ < 0) {
     close(std::string("socket: ") + std::strerror(errno), true);
@@ -75,10 +67,10 @@ void RelayConnection::start() {
   state_ = State::kConnecting;
   relay_.loop().add(fd_, EPOLLOUT, this);
   interest_ = EPOLLOUT;
-  arm_at(relay_.loop().now_ms() + r.connect_timeout_ms);
+  arm_at(relay_.loop().now_ms() + t.connect_timeout_ms);
 }
 
-void RelayConnection::arm_command_timeout() { arm_at(relay_.loop().now_ms() + relay_.runtime().relay.command_timeout_ms); }
+void RelayConnection::arm_command_timeout() { arm_at(relay_.loop().now_ms() + command_timeout_ms_); }
 
 void RelayConnection::on_io(uint32_t events) {
   if (state_ == State::kClosed) return;
@@ -201,7 +193,7 @@ void RelayConnection::update_interest() {
 }
 
 void RelayConnection::send_ehlo() {
-  send("EHLO " + relay_.runtime().config.hostname() + "\r\n");
+  send("EHLO " + relay_.helo_name() + "\r\n");
 }
 
 void RelayConnection::handshake() {
@@ -210,6 +202,10 @@ void RelayConnection::handshake() {
     tls_wants_write_ = false;
     smtp::TlsState t = tls::describe(ssl_);
     log::debug("relay.tls").kv("worker", relay_.worker_index()).kv("peer", peer_).kv("tls", t.version).kv("cipher", t.cipher);
+    if (std::string refused = relay_.accept_tls(ssl_); !refused.empty()) {
+      close(refused, true);
+      return;
+    }
     state_ = State::kEhloTls;
     arm_command_timeout();
     send_ehlo();
@@ -229,7 +225,7 @@ void RelayConnection::handshake() {
 
 void RelayConnection::on_reply(const smtp::Reply& r) {
   arm_command_timeout();
-  const auto& cfg = relay_.runtime().relay;
+  const TlsNeed need = relay_.tls_need();
   switch (state_) {
     case State::kGreeting:
       if (r.code != 220) {
@@ -247,13 +243,13 @@ void RelayConnection::on_reply(const smtp::Reply& r) {
       }
       ehlo_ = r;
       pipelining_ = smtp::ehlo_has(r, "PIPELINING");
-      if (state_ == State::kEhlo && cfg.tls != NEXT_HOP_TLS_NONE && smtp::ehlo_has(r, "STARTTLS")) {
+      if (state_ == State::kEhlo && need != TlsNeed::kNever && smtp::ehlo_has(r, "STARTTLS")) {
         state_ = State::kStartTls;
         send("STARTTLS\r\n");
         return;
       }
-      if (state_ == State::kEhlo && (cfg.tls == NEXT_HOP_TLS_REQUIRED || cfg.tls == NEXT_HOP_TLS_VERIFY)) {
-        close("next hop does not offer STARTTLS, which next_hop.tls requires", true);
+      if (state_ == State::kEhlo && need == TlsNeed::kRequired) {
+        close(peer_ + " does not offer STARTTLS, which is required (starttls-not-supported)", true);
         return;
       }
       ready_for_mail();
@@ -261,28 +257,21 @@ void RelayConnection::on_reply(const smtp::Reply& r) {
     }
     case State::kStartTls: {
       if (r.code != 220) {
-        if (cfg.tls == NEXT_HOP_TLS_REQUIRED || cfg.tls == NEXT_HOP_TLS_VERIFY) {
-          close("next hop refused STARTTLS: " + r.text(), true);
+        if (need == TlsNeed::kRequired) {
+          close(peer_ + " refused STARTTLS: " + r.text(), true);
           return;
         }
         ready_for_mail();  // opportunistic: carry on in plaintext
         return;
       }
       parser_ = smtp::ReplyParser();  // anything already received is discarded, never read as TLS replies
-      ssl_ = SSL_new(cfg.ssl_ctx.get());
+      std::string why;
+      ssl_ = relay_.new_ssl(&why);
       if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
-        close("TLS setup failed: " + tls::last_error(), true);
+        close("TLS setup failed: " + (why.empty() ? tls::last_error() : why), true);
         return;
       }
       SSL_set_connect_state(ssl_);
-      if (!cfg.sni.empty()) SSL_set_tlsext_host_name(ssl_, cfg.sni.c_str());
-      if (cfg.tls == NEXT_HOP_TLS_VERIFY) {
-        if (SocketAddress::from_ip_port(cfg.verify_name, 0)) {
-          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), cfg.verify_name.c_str());
-        } else {
-          SSL_set1_host(ssl_, cfg.verify_name.c_str());
-        }
-      }
       state_ = State::kHandshake;
       handshake();
       return;
@@ -314,8 +303,8 @@ void RelayConnection::ready_for_mail() {
 
 bool RelayConnection::offer_work() {
   if (state_ != State::kIdle) return false;
-  spool::SpoolEntry* e = relay_.next_message();
-  if (e == nullptr) {
+  Job job;
+  if (!relay_.next_job(&job)) {
     if (relay_.stopping()) {
       quit_if_idle();
     } else {
@@ -323,7 +312,7 @@ bool RelayConnection::offer_work() {
     }
     return false;
   }
-  begin_transaction(e);
+  begin_transaction(std::move(job));
   return true;
 }
 
@@ -334,8 +323,10 @@ void RelayConnection::quit_if_idle() {
   send("QUIT\r\n");
 }
 
-void RelayConnection::begin_transaction(spool::SpoolEntry* e) {
+void RelayConnection::begin_transaction(Job job) {
+  spool::SpoolEntry* e = job.entry;
   msg_ = e;
+  job_ = std::move(job);
   tx_started_ms_ = relay_.loop().now_ms();
   rcpts_.clear();
   rcpt_commands_.clear();
@@ -358,6 +349,7 @@ void RelayConnection::begin_transaction(spool::SpoolEntry* e) {
   const bool dsn = smtp::ehlo_has(ehlo_, "DSN");
   for (uint32_t i = 0; i < e->recipients.size(); ++i) {
     if (e->recipients[i] != spool::RecipientState::kPending) continue;
+    if (!job_.rcpts.empty() && std::find(job_.rcpts.begin(), job_.rcpts.end(), i) == job_.rcpts.end()) continue;
     rcpts_.push_back(i);
     const auto& r = env.recipients(static_cast<int>(i));
     std::string cmd = "RCPT TO:<" + r.address() + ">";
@@ -371,7 +363,7 @@ void RelayConnection::begin_transaction(spool::SpoolEntry* e) {
       mxedge::spool::v1::RecipientResult rr;
       rr.set_index(i);
       rr.set_outcome(mxedge::spool::v1::RECIPIENT_OUTCOME_FAILED);
-      rr.set_reply("553 5.6.7 next hop does not support SMTPUTF8");
+      rr.set_reply("553 5.6.7 " + peer_ + " does not support SMTPUTF8");
       settled_.push_back(rr);
     }
     finish_transaction(nullptr);
@@ -537,25 +529,10 @@ void RelayConnection::finish_transaction(const smtp::Reply* dot) {
   }
   spool::SpoolEntry* e = msg_;
   msg_ = nullptr;
-  const std::string qid = e->envelope.queue_id();
-  size_t delivered = 0;
-  for (const auto& rr : settled_) {
-    if (rr.outcome() == mxedge::spool::v1::RECIPIENT_OUTCOME_DELIVERED) {
-      ++delivered;
-    } else {
-      stats::bump(relay_.counters().recipients_failed);
-      log::warning("message.failed").kv("worker", relay_.worker_index()).kv("qid", qid)
-          .kv("to", "<" + e->envelope.recipients(static_cast<int>(rr.index())).address() + ">")
-          .kv("next_hop", peer_).kv("reply", rr.reply());
-    }
-  }
-  if (delivered > 0 && delivered == rcpts_.size()) stats::bump(relay_.counters().messages_relayed);
-  if (delivered > 0) {
-    log::info("message.relayed").kv("worker", relay_.worker_index()).kv("qid", qid)
-        .kv("rcpts", static_cast<uint64_t>(delivered)).kv("next_hop", peer_)
-        .kv("tls", ssl_ != nullptr ? std::string(SSL_get_version(ssl_)) : std::string("none"))
-        .kv("delay_ms", (wall_us() - e->envelope.received_at_us()) / 1000).kv("reply", reply_text);
-  }
+  Job job = std::move(job_);
+  job_ = Job{};
+  job.rcpts = rcpts_;
+  relay_.report(job, settled_, peer_, ssl_, reply_text);
   size_t pending_after = 0;
   for (uint32_t i : rcpts_) {
     bool settled = std::any_of(settled_.begin(), settled_.end(), [i](const auto& rr) { return rr.index() == i; });
@@ -563,7 +540,10 @@ void RelayConnection::finish_transaction(const smtp::Reply* dot) {
   }
   if (pending_after > 0) {
     relay_.spool().settle(e, settled_);
-    relay_.defer(e, transient_reason_.empty() ? "not accepted by the next hop" : transient_reason_);
+    job.rcpts.erase(std::remove_if(job.rcpts.begin(), job.rcpts.end(),
+                                   [e](uint32_t i) { return e->recipients[i] != spool::RecipientState::kPending; }),
+                    job.rcpts.end());
+    relay_.defer(job, transient_reason_.empty() ? "not accepted by " + peer_ : transient_reason_);
   } else {
     relay_.spool().settle(e, settled_);  // destroys the entry
   }
@@ -605,9 +585,10 @@ void RelayConnection::close(const std::string& reason, bool hop_failure) {
     fd_ = -1;
   }
   if (msg_ != nullptr) {
-    spool::SpoolEntry* e = msg_;
     msg_ = nullptr;
-    relay_.defer(e, reason);
+    Job job = std::move(job_);
+    job_ = Job{};
+    relay_.defer(job, reason);
   }
   if (hop_failure) relay_.hop_failed(reason);
   log::debug("relay.connection_closed").kv("worker", relay_.worker_index()).kv("peer", peer_).kv("reason", reason);

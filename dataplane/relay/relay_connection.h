@@ -1,6 +1,7 @@
-// One SMTP client connection from a worker to the next hop: connect, EHLO, STARTTLS as configured,
-// then transactions (MAIL, RCPT..., DATA; pipelined when the next hop offers PIPELINING) for as long
-// as the relay has messages, and QUIT after a short idle time.
+// One SMTP client connection from a worker to the next hop or to an outbound destination's MX host
+// (its ConnectionOwner decides which): connect, EHLO, STARTTLS as the owner demands (and judged by
+// it after the handshake), then transactions (MAIL, RCPT..., DATA; pipelined when the server offers
+// PIPELINING) for as long as the owner has jobs, and QUIT after a short idle time.
 //
 // STANDARDS: RFC 5321 (client side), RFC 2920 PIPELINING, RFC 3207 STARTTLS, RFC 1870 SIZE,
 // RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3461 DSN parameters passed through.
@@ -15,17 +16,16 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/relay/connection_owner.h"
 #include "dataplane/smtp/smtp_reply.h"
 #include "dataplane/spool/spool.h"
 #include "dataplane/worker/event_loop.h"
 
 namespace mxedge::relay {
 
-class Relay;
-
 class RelayConnection final : public worker::IoHandler, public worker::Timer {
  public:
-  explicit RelayConnection(Relay& relay);
+  explicit RelayConnection(ConnectionOwner& owner);
   ~RelayConnection() override;
 
   void start();
@@ -49,7 +49,7 @@ class RelayConnection final : public worker::IoHandler, public worker::Timer {
   bool write_out();
   void send_ehlo();
   void ready_for_mail();
-  void begin_transaction(spool::SpoolEntry* e);
+  void begin_transaction(Job job);
   void on_transaction_reply(const smtp::Reply& r);
   void send_next_lockstep();
   void fill_body();
@@ -59,7 +59,7 @@ class RelayConnection final : public worker::IoHandler, public worker::Timer {
   void close(const std::string& reason, bool hop_failure);
   void arm_command_timeout();
 
-  Relay& relay_;
+  ConnectionOwner& relay_;
   int fd_ = -1;
   SSL* ssl_ = nullptr;
   State state_ = State::kConnecting;
@@ -75,6 +75,7 @@ class RelayConnection final : public worker::IoHandler, public worker::Timer {
 
   // Current transaction.
   spool::SpoolEntry* msg_ = nullptr;
+  Job job_;
   std::vector<uint32_t> rcpts_;                 // recipient indexes sent in this transaction
   std::vector<std::string> rcpt_commands_;
   size_t rcpt_sent_ = 0;
@@ -90,6 +91,7 @@ class RelayConnection final : public worker::IoHandler, public worker::Timer {
   bool at_line_start_ = true;
   char last_char_ = '\n';
   int64_t tx_started_ms_ = 0;
+  int64_t command_timeout_ms_ = 300000;
 };
 
 }  // namespace mxedge::relay

@@ -220,18 +220,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  for (unsigned w = 0; w < nworkers; ++w) {
-    std::vector<int> fds = fds_by_worker[w];
-    auto sp = spool::Spool::open(spool_options(cfg), w, &error);
-    if (!sp) {
-      log::error("dataplane.spool_failed").kv("worker", w).kv("reason", error);
-      return 1;
-    }
-    workers.push_back(std::make_unique<worker::Worker>(w, cfg.workers().cores(static_cast<int>(w)), std::move(fds), runtime,
-                                                       std::move(sp), limits));
-  }
-  for (auto& w : workers) w->start();
-
   // Outbound: the per-destination policies from the control plane (last state first, so unexpired
   // policies are usable before the control plane answers).
   std::unique_ptr<dataplane::PolicyStore> policy_store;
@@ -246,8 +234,21 @@ int main(int argc, char** argv) {
           .kv("policies", static_cast<uint64_t>(policy_store->current()->policies.size()));
     policy_client = std::make_unique<dataplane::PolicyClient>(*policy_store, cfg.outbound().policy_socket(),
                                                               cfg.hostname() + "/" + std::to_string(::getpid()));
-    policy_client->start();
   }
+
+  for (unsigned w = 0; w < nworkers; ++w) {
+    std::vector<int> fds = fds_by_worker[w];
+    auto sp = spool::Spool::open(spool_options(cfg), w, &error);
+    if (!sp) {
+      log::error("dataplane.spool_failed").kv("worker", w).kv("reason", error);
+      return 1;
+    }
+    workers.push_back(std::make_unique<worker::Worker>(w, cfg.workers().cores(static_cast<int>(w)), std::move(fds), runtime,
+                                                       std::move(sp), limits, policy_store.get(), policy_client.get()));
+  }
+  for (auto& w : workers) w->start();
+  if (policy_client) policy_client->start();
+
 
   std::vector<const stats::WorkerCounters*> counters;
   for (auto& w : workers) counters.push_back(&w->counters());

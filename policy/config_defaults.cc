@@ -58,6 +58,7 @@ void apply_defaults(Config& c) {
     Listener* l = c.mutable_listeners(i);
     if (l->name().empty()) l->set_name("listener" + std::to_string(i));
     if (l->tls_mode() == TLS_MODE_UNSPECIFIED) l->set_tls_mode(TLS_MODE_STARTTLS);
+    if (l->role() == LISTENER_ROLE_UNSPECIFIED) l->set_role(LISTENER_ROLE_INBOUND);
   }
   for (auto& d : *c.mutable_accepted_domains()) {
     d = lower(d);
@@ -147,6 +148,12 @@ void apply_defaults(Config& c) {
   if (ob->policy_state_file().empty()) ob->set_policy_state_file("/var/lib/mxedge/policy.state");
   set_default_duration(ob->mutable_policy_idle(), ob->has_policy_idle(), 3600);
   set_default_duration(ob->mutable_sts_maintenance(), ob->has_sts_maintenance(), 60);
+  set_default_duration(ob->mutable_retry_min(), ob->has_retry_min(), 60);
+  set_default_duration(ob->mutable_retry_max(), ob->has_retry_max(), 3600);
+  if (ob->connections_per_destination() == 0) ob->set_connections_per_destination(2);
+  set_default_duration(ob->mutable_connect_timeout(), ob->has_connect_timeout(), 30);
+  set_default_duration(ob->mutable_command_timeout(), ob->has_command_timeout(), 300);
+  set_default_duration(ob->mutable_policy_wait(), ob->has_policy_wait(), 30);
 
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
@@ -173,6 +180,25 @@ void validate(const Config& c, const ProblemSink& problem) {
       if (l.require_tls()) problem(p + ".require_tls", "require_tls needs tls_mode starttls or implicit");
     } else if (l.certificates_size() == 0) {
       problem(p, "listener '" + l.name() + "' offers TLS but has no certificates");
+    }
+    if (l.role() == LISTENER_ROLE_OUTBOUND) {
+      if (!c.outbound().enabled()) problem(p + ".role", "listener '" + l.name() + "' is an outbound intake but outbound.enabled is false");
+      if (l.allowed_networks_size() == 0)
+        problem(p + ".allowed_networks", "outbound intake listener '" + l.name() + "' needs allowed_networks (never an open relay)");
+    } else if (l.allowed_networks_size() > 0) {
+      problem(p + ".allowed_networks", "allowed_networks applies to outbound intake listeners only");
+    }
+    for (int j = 0; j < l.allowed_networks_size(); ++j) {
+      const std::string& n = l.allowed_networks(j);
+      const size_t slash = n.find('/');
+      const std::string ip = n.substr(0, slash);
+      const bool v4 = SocketAddress::from_ip_port(ip, 0).has_value() && ip.find(':') == std::string::npos;
+      bool ok = SocketAddress::from_ip_port(ip, 0).has_value();
+      if (ok && slash != std::string::npos) {
+        const std::string len = n.substr(slash + 1);
+        ok = !len.empty() && len.size() <= 3 && std::all_of(len.begin(), len.end(), ::isdigit) && std::stoul(len) <= (v4 ? 32u : 128u);
+      }
+      if (!ok) problem(p + ".allowed_networks[" + std::to_string(j) + "]", "invalid network '" + n + "' (expected ADDRESS or ADDRESS/LENGTH)");
     }
     for (int j = 0; j < l.certificates_size(); ++j) {
       const Certificate& cert = l.certificates(j);
@@ -314,6 +340,12 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (ob.policy_state_file().front() != '/') problem("outbound.policy_state_file", "policy_state_file must be an absolute path");
   if (millis(ob.policy_idle()) < 1000) problem("outbound.policy_idle", "policy_idle must be at least 1s");
   if (millis(ob.sts_maintenance()) < 1000) problem("outbound.sts_maintenance", "sts_maintenance must be at least 1s");
+  if (!ob.ca_file().empty() && access(ob.ca_file().c_str(), R_OK) != 0) problem("outbound.ca_file", "cannot read CA file " + ob.ca_file());
+  if (millis(ob.retry_min()) <= 0) problem("outbound.retry_min", "retry_min must be positive");
+  if (millis(ob.retry_max()) < millis(ob.retry_min())) problem("outbound.retry_max", "retry_max must not be below retry_min");
+  if (ob.connections_per_destination() > 100) problem("outbound.connections_per_destination", "connections_per_destination must be 1-100");
+  if (millis(ob.connect_timeout()) <= 0 || millis(ob.command_timeout()) <= 0 || millis(ob.policy_wait()) <= 0)
+    problem("outbound", "connect_timeout, command_timeout and policy_wait must be positive");
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

@@ -257,6 +257,7 @@ std::string ServerSession::relay_refusal(const Mailbox& m) const {
   if (m.local_part.find('%') != std::string::npos) return denied("percent hack");
   if (m.local_part.find('!') != std::string::npos) return denied("bang path");
   const std::string domain = lower(m.domain);
+  if (policy_->outbound) return {};
   if (std::find(policy_->accepted_domains.begin(), policy_->accepted_domains.end(), domain) == policy_->accepted_domains.end())
     return "554 5.7.1 " + shown + ": Relay access denied";
   return {};
@@ -397,7 +398,10 @@ void ServerSession::finish_message(const ContentFlags& flags) {
   want_ = Want::kCommit;
 }
 
-ServerSession::Message ServerSession::take_message() { return std::move(pending_); }
+ServerSession::Message ServerSession::take_message() {
+  pending_.envelope.outbound = policy_->outbound;
+  return std::move(pending_);
+}
 
 void ServerSession::commit_done(CommitStatus status) {
   const std::string qid = std::move(committing_qid_);

@@ -32,6 +32,8 @@ struct SessionPolicy {
   bool offer_starttls = false;
   bool implicit_tls = false;
   bool require_tls = false;
+  // Outbound intake: recipients in any domain (the listener admits only the organisation's servers).
+  bool outbound = false;
   uint32_t command_line_length = 2048;
   uint32_t text_line_length = 1000;
   uint32_t recipients_per_message = 1000;
@@ -66,6 +68,7 @@ struct Envelope {
   std::string listener;
   TlsState tls;
   uint64_t size = 0;
+  bool outbound = false;  // received on an outbound intake listener
 };
 
 // What the session needs from the worker that owns it.

@@ -490,6 +490,7 @@ void Spool::commit_staged() {
     pe.set_client_address(env.client_address);
     pe.set_helo(env.helo);
     pe.set_listener(env.listener);
+    pe.set_outbound(env.outbound);
     if (env.tls.active) {
       pe.mutable_tls()->set_version(env.tls.version);
       pe.mutable_tls()->set_cipher(env.tls.cipher);

@@ -29,7 +29,11 @@ namespace mxedge::stats {
   X(messages_relayed, "Messages whose recipients were all accepted by the next hop")                \
   X(messages_deferred, "Delivery attempts deferred (4xx or connection failure)")                    \
   X(recipients_failed, "Recipients the next hop refused permanently")                               \
-  X(next_hop_failures, "Connections to the next hop that failed before a greeting")
+  X(next_hop_failures, "Connections to the next hop that failed before a greeting")                \
+  X(outbound_delivered, "Outbound recipients delivered over a connection that satisfied their policy") \
+  X(outbound_deferred, "Outbound jobs deferred (policy defer, every MX host failed, 4xx)")           \
+  X(outbound_failed, "Outbound recipients failed (null MX, NXDOMAIN, 5xx)")                          \
+  X(outbound_host_failures, "Connections to MX hosts that failed (connect, STARTTLS, TLS policy)")
 
 struct alignas(64) WorkerCounters {
 #define MXEDGE_DECLARE(name, help) std::atomic<uint64_t> name{0};

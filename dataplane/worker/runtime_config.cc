@@ -42,6 +42,15 @@ std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Con
     p->offer_starttls = l.tls_mode() == TLS_MODE_STARTTLS;
     p->implicit_tls = l.tls_mode() == TLS_MODE_IMPLICIT;
     p->require_tls = l.require_tls();
+    p->outbound = l.role() == mxedge::config::v1::LISTENER_ROLE_OUTBOUND;
+    for (const auto& n : l.allowed_networks()) {
+      auto prefix = xdp::IpPrefix::parse(n);
+      if (!prefix) {
+        *error = "listener " + l.name() + ": invalid network '" + n + "' (host bits set beyond the length?)";
+        return nullptr;
+      }
+      lr.allowed_networks.push_back(*prefix);
+    }
     p->command_line_length = lim.command_line_length();
     p->text_line_length = lim.text_line_length();
     p->recipients_per_message = lim.recipients_per_message();
@@ -50,6 +59,16 @@ std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Con
     lr.policy = std::move(p);
     rt->listeners.push_back(std::move(lr));
   }
+
+  const auto& ob = config.outbound();
+  rt->outbound.enabled = ob.enabled();
+  rt->outbound.ca_file = ob.ca_file();
+  rt->outbound.retry_min_ms = to_ms(ob.retry_min());
+  rt->outbound.retry_max_ms = to_ms(ob.retry_max());
+  rt->outbound.connections_per_destination = ob.connections_per_destination();
+  rt->outbound.connect_timeout_ms = to_ms(ob.connect_timeout());
+  rt->outbound.command_timeout_ms = to_ms(ob.command_timeout());
+  rt->outbound.policy_wait_ms = to_ms(ob.policy_wait());
 
   const NextHop& nh = config.next_hop();
   RelayRuntime& r = rt->relay;

@@ -10,6 +10,7 @@
 
 #include "dataplane/smtp/server_session.h"
 #include "dataplane/tls/tls_context.h"
+#include "dataplane/xdp/ip_prefix.h"
 #include "mxedge/config/v1/config.pb.h"
 #include "policy/socket_address.h"
 
@@ -20,6 +21,7 @@ struct ListenerRuntime {
   SocketAddress address;
   std::shared_ptr<const smtp::SessionPolicy> policy;
   tls::ContextPtr ssl_ctx;  // null when the listener has no TLS
+  std::vector<xdp::IpPrefix> allowed_networks;  // outbound intake: who may connect (empty: anyone)
 };
 
 struct RelayRuntime {
@@ -37,10 +39,22 @@ struct RelayRuntime {
   int64_t retry_max_ms = 600000;
 };
 
+struct OutboundRuntime {
+  bool enabled = false;
+  std::string ca_file;
+  int64_t retry_min_ms = 60000;
+  int64_t retry_max_ms = 3600000;
+  uint32_t connections_per_destination = 2;
+  int64_t connect_timeout_ms = 30000;
+  int64_t command_timeout_ms = 300000;
+  int64_t policy_wait_ms = 30000;
+};
+
 struct RuntimeConfig {
   mxedge::config::v1::Config config;
   std::vector<ListenerRuntime> listeners;
   RelayRuntime relay;
+  OutboundRuntime outbound;
   int64_t command_timeout_ms = 300000;
   int64_t data_timeout_ms = 180000;
   uint32_t min_data_rate = 0;

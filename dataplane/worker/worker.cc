@@ -64,7 +64,8 @@ class Worker::Acceptor final : public IoHandler {
 };
 
 Worker::Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::shared_ptr<const RuntimeConfig> runtime,
-               std::unique_ptr<spool::Spool> spool, ConnectionLimits& limits)
+               std::unique_ptr<spool::Spool> spool, ConnectionLimits& limits, dataplane::PolicyStore* policies,
+               dataplane::PolicyClient* policy_client)
     : index_(index),
       cpu_(cpu),
       listen_fds_(std::move(listen_fds)),
@@ -74,6 +75,10 @@ Worker::Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::s
       scratch_(64 << 10) {
   relay_ = std::make_unique<relay::Relay>(loop_, *spool_, index_, counters_);
   relay_->set_runtime(runtime_);
+  if (runtime_->outbound.enabled && policies != nullptr) {
+    outbound_ = std::make_unique<delivery::Outbound>(loop_, *spool_, index_, counters_, *policies, policy_client);
+    outbound_->set_runtime(runtime_);
+  }
   for (size_t i = 0; i < listen_fds_.size(); ++i) {
     acceptors_.push_back(std::make_unique<Acceptor>(*this, i));
     loop_.add(listen_fds_[i], EPOLLIN, acceptors_.back().get());
@@ -106,13 +111,24 @@ void Worker::run() {
   std::string name = "mxedge-w" + std::to_string(index_);
   pthread_setname_np(pthread_self(), name.c_str());
   // Recovered messages go to the relay now that the loop exists.
-  spool_->set_ready_callback([this](spool::SpoolEntry* e) { relay_->enqueue(e); });
+  // Recovered messages and new ones: outbound intake mail by MX under its policy, the rest to the next hop.
+  spool_->set_ready_callback([this](spool::SpoolEntry* e) {
+    if (!e->envelope.outbound()) {
+      relay_->enqueue(e);
+    } else if (outbound_) {
+      outbound_->enqueue(e);
+    } else {
+      log::error("message.held").kv("worker", index_).kv("qid", e->envelope.queue_id())
+          .kv("reason", "outbound intake message but outbound.enabled is false; kept in the spool");
+    }
+  });
   log::info("worker.started").kv("worker", index_).kv("cpu", cpu_).kv("listeners", static_cast<uint64_t>(listen_fds_.size()))
       .kv("spooled", static_cast<uint64_t>(spool_->pending_messages()));
   loop_.run();
   spool_->commit_staged();
   spool_->flush();
   graveyard_.clear();
+  outbound_.reset();
   relay_.reset();
   log::info("worker.stopped").kv("worker", index_).kv("spooled", static_cast<uint64_t>(spool_->pending_messages()));
 }
@@ -121,6 +137,7 @@ void Worker::reload(std::shared_ptr<const RuntimeConfig> runtime) {
   loop_.post([this, runtime] {
     runtime_ = runtime;
     relay_->set_runtime(runtime_);
+    if (outbound_) outbound_->set_runtime(runtime_);
   });
 }
 
@@ -141,6 +158,7 @@ void Worker::begin_stop(int64_t grace_ms) {
   for (auto& [p, c] : connections_) live.push_back(p);
   for (auto* c : live) c->shutdown();
   relay_->stop();
+  if (outbound_) outbound_->stop();
   stop_timer_ = std::make_unique<FunctionTimer>(&loop_, [] {});  // wakes the loop at the deadline
   stop_timer_->arm_at(stop_deadline_ms_);
 }
@@ -177,6 +195,24 @@ void Worker::accept_ready(size_t li) {
       stats::bump(counters_.incoming_cpu_mismatch);
     }
     const ListenerRuntime& lr = runtime_->listeners[li];
+    if (!lr.allowed_networks.empty()) {
+      auto host = xdp::IpPrefix::parse(peer.ip_text());
+      const bool allowed = host && std::any_of(lr.allowed_networks.begin(), lr.allowed_networks.end(),
+                                               [&](const xdp::IpPrefix& n) { return n.contains(*host); });
+      if (!allowed) {
+        stats::bump(counters_.connections_refused_source);
+        if (!lr.policy->implicit_tls) {
+          const std::string reply = "554 5.7.1 " + runtime_->config.hostname() + " " + peer.ip_text() +
+                                    " may not submit outbound mail here\r\n";
+          ssize_t n = ::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+          (void)n;
+        }
+        ::close(fd);
+        log::warning("session.refused").kv("worker", index_).kv("listener", lr.config.name()).kv("peer", peer.to_string())
+            .kv("reason", "not in allowed_networks");
+        continue;
+      }
+    }
     auto verdict = limits_.acquire(peer, runtime_->connections_per_source, runtime_->sessions_total);
     if (verdict != ConnectionLimits::Verdict::kOk) {
       stats::bump(verdict == ConnectionLimits::Verdict::kTooManyFromSource ? counters_.connections_refused_source
@@ -219,20 +255,23 @@ void Worker::end_of_turn() {
   stats::set(counters_.spool_pending, spool_->pending_messages());
   graveyard_.clear();
   relay_->reap();
+  if (outbound_) outbound_->reap();
   if (loop_.now_ms() - last_flush_ms_ >= 1000) {
     spool_->flush();
     last_flush_ms_ = loop_.now_ms();
   }
   if (stopping_) {
-    bool done = connections_.empty() && relay_->idle();
+    bool done = connections_.empty() && relay_->idle() && (!outbound_ || outbound_->idle());
     if (done || loop_.now_ms() >= stop_deadline_ms_) {
       std::vector<InboundConnection*> live;
       for (auto& [p, c] : connections_) live.push_back(p);
       // Grace is over: a peer still sending was never acknowledged, so closing loses nothing.
       for (auto* c : live) c->abort("shutdown grace expired");
       relay_->abort_all();
+      if (outbound_) outbound_->abort_all();
       graveyard_.clear();
       relay_->reap();
+      if (outbound_) outbound_->reap();
       loop_.stop();
     }
   }

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/delivery/outbound.h"
 #include "dataplane/relay/relay.h"
 #include "dataplane/spool/spool.h"
 #include "dataplane/stats/counters.h"
@@ -40,8 +41,10 @@ class ConnectionLimits {
 
 class Worker final : public smtp::SessionHost {
  public:
+  // `policies` / `policy_client`: the outbound policy link (null when outbound delivery is off).
   Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::shared_ptr<const RuntimeConfig> runtime,
-         std::unique_ptr<spool::Spool> spool, ConnectionLimits& limits);
+         std::unique_ptr<spool::Spool> spool, ConnectionLimits& limits, dataplane::PolicyStore* policies = nullptr,
+         dataplane::PolicyClient* policy_client = nullptr);
   ~Worker() override;
 
   void start();  // spawns the pinned thread
@@ -84,6 +87,7 @@ class Worker final : public smtp::SessionHost {
   stats::WorkerCounters counters_;
   EventLoop loop_;
   std::unique_ptr<relay::Relay> relay_;
+  std::unique_ptr<delivery::Outbound> outbound_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::unordered_map<InboundConnection*, std::unique_ptr<InboundConnection>> connections_;
   std::vector<std::unique_ptr<InboundConnection>> graveyard_;

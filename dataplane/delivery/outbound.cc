@@ -1,0 +1,402 @@
+// Outbound delivery by per-destination policy; see outbound.h.
+#include "dataplane/delivery/outbound.h"
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+
+#include "dataplane/relay/relay_connection.h"
+#include "policy/log.h"
+
+namespace mxedge::delivery {
+
+namespace {
+
+std::string domain_of(const std::string& address) {
+  const size_t at = address.rfind('@');
+  std::string d = at == std::string::npos ? std::string() : address.substr(at + 1);
+  for (char& c : d) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  while (!d.empty() && d.back() == '.') d.pop_back();
+  return d;
+}
+
+int64_t wall_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// Destination
+
+Destination::Destination(Outbound& outbound, std::string domain) : out_(outbound), domain_(std::move(domain)) {}
+
+Destination::~Destination() { abort_all(); }
+
+worker::EventLoop& Destination::loop() { return out_.loop(); }
+spool::Spool& Destination::spool() { return out_.spool(); }
+unsigned Destination::worker_index() const { return out_.worker_index(); }
+stats::WorkerCounters& Destination::counters() { return out_.counters(); }
+const std::string& Destination::helo_name() const { return out_.runtime().config.hostname(); }
+bool Destination::stopping() const { return out_.stopping(); }
+
+void Destination::add(relay::Job job) {
+  ready_.push_back(std::move(job));
+  kick();
+}
+
+void Destination::kick() {
+  if (out_.stopping() || ready_.empty()) return;
+  std::vector<relay::RelayConnection*> live;
+  for (auto& c : connections_) live.push_back(c.get());
+  for (auto* c : live) {
+    if (ready_.empty()) return;
+    c->offer_work();
+  }
+  if (!connections_.empty()) return;  // a round is under way; its connection takes the jobs
+
+  const int64_t now_ms = out_.loop().now_ms();
+  auto p = out_.store().current()->find(domain_, static_cast<int64_t>(::time(nullptr)));
+  if (!p) {
+    if (waiting_since_ms_ < 0) {
+      waiting_since_ms_ = now_ms;
+      if (out_.client() != nullptr) out_.client()->request(domain_);
+      log::info("delivery.policy_requested").kv("worker", worker_index()).kv("domain", domain_)
+          .kv("queued", static_cast<uint64_t>(ready_.size()));
+    } else if (now_ms - waiting_since_ms_ >= out_.runtime().outbound.policy_wait_ms) {
+      waiting_since_ms_ = -1;
+      defer_all("no delivery policy for " + domain_ + " from the control plane within " +
+                    std::to_string(out_.runtime().outbound.policy_wait_ms / 1000) + "s",
+                "4.4.3");
+      return;
+    }
+    out_.wake_for_policy();
+    return;
+  }
+  waiting_since_ms_ = -1;
+  switch (p->verdict) {
+    case policy::PolicyVerdict::kDefer:
+      policy_ = p;
+      defer_all(p->reason + (p->result_type.empty() ? "" : " [" + p->result_type + "]"), p->enhanced_status);
+      return;
+    case policy::PolicyVerdict::kBounce:
+      policy_ = p;
+      fail_all("550 " + (p->enhanced_status.empty() ? std::string("5.1.2") : p->enhanced_status) + " " + domain_ + ": " + p->reason);
+      return;
+    case policy::PolicyVerdict::kDeliver:
+      break;
+  }
+  if (attempts_.empty() || policy_ != p) {
+    policy_ = p;
+    plan_attempts();
+  }
+  if (attempts_.empty()) {
+    defer_all("the policy for " + domain_ + " lists no usable address", "4.4.4");
+    return;
+  }
+  start_connection();
+}
+
+void Destination::plan_attempts() {
+  attempts_.clear();
+  attempt_ = 0;
+  failures_.clear();
+  std::vector<size_t> order(policy_->hosts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  for (size_t b = 0; b < order.size();) {
+    size_t e = b + 1;
+    while (e < order.size() && policy_->hosts[order[e]].preference == policy_->hosts[order[b]].preference) ++e;
+    std::shuffle(order.begin() + static_cast<std::ptrdiff_t>(b), order.begin() + static_cast<std::ptrdiff_t>(e), out_.rng());
+    b = e;
+  }
+  for (size_t h : order) {
+    for (const std::string& a : policy_->hosts[h].addresses) {
+      if (auto addr = SocketAddress::from_ip_port(a, 25)) attempts_.push_back({h, *addr});
+    }
+  }
+}
+
+void Destination::start_connection() {
+  connected_ok_ = false;
+  last_tls_ = tls::VerifyOutcome{};
+  connections_.push_back(std::make_unique<relay::RelayConnection>(*this));
+  connections_.back()->start();
+}
+
+relay::ConnectTarget Destination::target() {
+  relay::ConnectTarget t;
+  t.address = attempts_[attempt_].address;
+  t.name = current_host().name;
+  t.connect_timeout_ms = out_.runtime().outbound.connect_timeout_ms;
+  t.command_timeout_ms = out_.runtime().outbound.command_timeout_ms;
+  return t;
+}
+
+relay::TlsNeed Destination::tls_need() const {
+  const policy::HostPolicy& h = current_host();
+  if (h.tls == policy::TlsRequirement::kMay) return h.cleartext_allowed ? relay::TlsNeed::kOpportunistic : relay::TlsNeed::kRequired;
+  return relay::TlsNeed::kRequired;
+}
+
+SSL* Destination::new_ssl(std::string* error) { return out_.tls().new_ssl(current_host(), error); }
+
+std::string Destination::accept_tls(SSL* ssl) {
+  const policy::HostPolicy& h = current_host();
+  last_tls_ = out_.tls().check(ssl, h);
+  if (!last_tls_.satisfied) {
+    return "TLS with " + h.name + " does not satisfy the " + std::string(policy::to_string(h.tls)) + " requirement: " +
+           last_tls_.failure + (last_tls_.result_type.empty() ? "" : " (" + last_tls_.result_type + ")");
+  }
+  if (last_tls_.sts_testing_failed) {
+    log::warning("delivery.sts_testing_failure").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name)
+        .kv("reason", last_tls_.failure).kv("result_type", last_tls_.result_type);
+  }
+  return {};
+}
+
+bool Destination::next_job(relay::Job* job) {
+  if (out_.stopping() || ready_.empty()) return false;
+  *job = std::move(ready_.front());
+  ready_.pop_front();
+  return true;
+}
+
+void Destination::backoff(relay::Job job, const std::string& reason) {
+  spool::SpoolEntry* e = job.entry;
+  ++e->attempts;
+  stats::bump(counters().outbound_deferred);
+  const int64_t delay = out_.backoff_ms(e->attempts);
+  const int64_t at = out_.loop().now_ms() + delay;
+  log::info("message.deferred").kv("worker", worker_index()).kv("qid", e->envelope.queue_id()).kv("domain", domain_)
+      .kv("rcpts", static_cast<uint64_t>(job.rcpts.size())).kv("attempts", e->attempts).kv("retry_in_ms", delay).kv("reason", reason);
+  deferred_.emplace(at, std::move(job));
+  out_.wake_at(at);
+}
+
+void Destination::defer(const relay::Job& job, const std::string& reason) {
+  if (!connected_ok_) {
+    ready_.push_front(job);  // the host failed before any mail went out: the next host gets it
+    return;
+  }
+  backoff(job, reason);
+}
+
+void Destination::defer_all(const std::string& reason, const std::string& status) {
+  const std::string why = (status.empty() ? "" : status + " ") + reason;
+  while (!ready_.empty()) {
+    relay::Job j = std::move(ready_.front());
+    ready_.pop_front();
+    backoff(std::move(j), why);
+  }
+}
+
+void Destination::fail_all(const std::string& reply) {
+  while (!ready_.empty()) {
+    relay::Job j = std::move(ready_.front());
+    ready_.pop_front();
+    std::vector<mxedge::spool::v1::RecipientResult> results;
+    for (uint32_t i : j.rcpts) {
+      mxedge::spool::v1::RecipientResult rr;
+      rr.set_index(i);
+      rr.set_outcome(mxedge::spool::v1::RECIPIENT_OUTCOME_FAILED);
+      rr.set_reply(reply);
+      results.push_back(rr);
+    }
+    report(j, results, domain_, nullptr, reply);
+    spool().settle(j.entry, results);  // may destroy the entry
+  }
+}
+
+void Destination::report(const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer,
+                         SSL* ssl, const std::string& reply) {
+  const auto& env = job.entry->envelope;
+  size_t delivered = 0;
+  for (const auto& rr : settled) {
+    if (rr.outcome() == mxedge::spool::v1::RECIPIENT_OUTCOME_DELIVERED) {
+      ++delivered;
+      continue;
+    }
+    stats::bump(counters().outbound_failed);
+    log::warning("message.failed").kv("worker", worker_index()).kv("qid", env.queue_id()).kv("domain", domain_)
+        .kv("to", "<" + env.recipients(static_cast<int>(rr.index())).address() + ">").kv("peer", peer).kv("reply", rr.reply());
+  }
+  if (delivered == 0) return;
+  stats::bump(counters().outbound_delivered, delivered);
+  const policy::HostPolicy& h = current_host();
+  auto line = log::info("message.delivered");
+  line.kv("worker", worker_index()).kv("qid", env.queue_id()).kv("domain", domain_).kv("rcpts", static_cast<uint64_t>(delivered))
+      .kv("host", h.name).kv("peer", peer).kv("requirement", policy::to_string(h.tls))
+      .kv("tls", ssl != nullptr ? std::string(SSL_get_version(ssl)) : std::string("none"));
+  if (ssl != nullptr) {
+    const SSL_CIPHER* c = SSL_get_current_cipher(ssl);
+    line.kv("cipher", c != nullptr ? SSL_CIPHER_get_name(c) : "?").kv("verified", last_tls_.method.empty() ? "none" : last_tls_.method);
+    if (last_tls_.dane_usage >= 0) line.kv("dane_usage", last_tls_.dane_usage).kv("dane_depth", last_tls_.match_depth);
+    if (last_tls_.resumed) line.kv("resumed", true);
+  }
+  line.kv("dane_mode", policy::to_string(policy_->dane_mode)).kv("mta_sts_mode", policy::to_string(policy_->sts_mode))
+      .kv("dnssec", policy_->dnssec).kv("mta_sts", policy_->sts).kv("delay_ms", (wall_us() - env.received_at_us()) / 1000)
+      .kv("reply", reply);
+}
+
+void Destination::hop_ok() { connected_ok_ = true; }
+
+void Destination::hop_failed(const std::string& reason) {
+  stats::bump(counters().outbound_host_failures);
+  const policy::HostPolicy& h = current_host();
+  const std::string addr = attempts_[attempt_].address.ip_text();
+  failures_.push_back(h.name + "[" + addr + "]: " + reason);
+  std::string type = last_tls_.result_type;
+  if (type.empty() && reason.find("starttls-not-supported") != std::string::npos) type = "starttls-not-supported";
+  log::warning("delivery.attempt_failed").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name).kv("address", addr)
+      .kv("requirement", policy::to_string(h.tls)).kv("reason", reason).kv("result_type", type);
+  connected_ok_ = false;
+  ++attempt_;
+}
+
+void Destination::connection_closed(relay::RelayConnection* c) {
+  auto it = std::find_if(connections_.begin(), connections_.end(), [c](const auto& p) { return p.get() == c; });
+  if (it == connections_.end()) return;
+  graveyard_.push_back(std::move(*it));
+  connections_.erase(it);
+  if (out_.stopping()) return;
+  if (!connected_ok_ && attempt_ > 0 && !failures_.empty()) {
+    // This host failed: the next one, or, when none is left, the round ends deferred.
+    if (attempt_ < attempts_.size()) {
+      if (!ready_.empty()) start_connection();
+      return;
+    }
+    std::string all;
+    for (const auto& f : failures_) all += (all.empty() ? "" : "; ") + f;
+    attempts_.clear();
+    defer_all("no MX host of " + domain_ + " could be used: " + all, "4.7.5");
+    return;
+  }
+  attempts_.clear();  // the next round re-reads the policy
+  if (!ready_.empty()) kick();
+}
+
+void Destination::release_deferred(int64_t now_ms) {
+  bool moved = false;
+  while (!deferred_.empty() && deferred_.begin()->first <= now_ms) {
+    ready_.push_back(std::move(deferred_.begin()->second));
+    deferred_.erase(deferred_.begin());
+    moved = true;
+  }
+  if (moved) kick();
+}
+
+void Destination::stop() {
+  std::vector<relay::RelayConnection*> live;
+  for (auto& c : connections_) live.push_back(c.get());
+  for (auto* c : live) c->quit_if_idle();
+}
+
+void Destination::abort_all() {
+  while (!connections_.empty()) connections_.front()->abort("shutdown");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Outbound
+
+Outbound::Outbound(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index, stats::WorkerCounters& counters,
+                   dataplane::PolicyStore& store, dataplane::PolicyClient* client)
+    : loop_(loop),
+      spool_(spool),
+      worker_(worker_index),
+      counters_(counters),
+      store_(store),
+      client_(client),
+      poll_timer_(&loop, [this] { poll(); }),
+      deferred_timer_(&loop, [this] {
+        const int64_t now = loop_.now_ms();
+        int64_t next = INT64_MAX;
+        for (auto& [d, dest] : destinations_) dest->release_deferred(now);
+        for (auto& [d, dest] : destinations_) next = std::min(next, dest->next_deferred_ms());
+        if (next != INT64_MAX) deferred_timer_.arm_at(next);
+      }),
+      rng_(std::random_device{}() ^ (worker_index * 7919u)) {}
+
+Outbound::~Outbound() {
+  stopping_ = true;
+  abort_all();
+  destinations_.clear();
+}
+
+bool Outbound::set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime) {
+  runtime_ = std::move(runtime);
+  if (!tls_) {
+    std::string error;
+    tls::OutboundTlsOptions o;
+    o.ca_file = runtime_->outbound.ca_file;
+    tls_ = tls::OutboundTls::create(o, &error);
+    if (!tls_) {
+      log::error("delivery.tls_unavailable").kv("worker", worker_).kv("reason", error);
+      return false;
+    }
+  }
+  return true;
+}
+
+int64_t Outbound::backoff_ms(uint32_t attempts) {
+  const auto& o = runtime_->outbound;
+  int64_t d = o.retry_min_ms;
+  for (uint32_t i = 1; i < attempts && d < o.retry_max_ms; ++i) d *= 2;
+  d = std::min(d, o.retry_max_ms);
+  std::uniform_int_distribution<int64_t> jitter(-d / 10, d / 10);
+  return std::max<int64_t>(1, d + jitter(rng_));
+}
+
+void Outbound::wake_at(int64_t when_ms) {
+  if (when_ms < deferred_timer_.deadline()) deferred_timer_.arm_at(when_ms);
+}
+
+void Outbound::enqueue(spool::SpoolEntry* entry) {
+  std::map<std::string, std::vector<uint32_t>> by_domain;
+  for (uint32_t i = 0; i < entry->recipients.size(); ++i) {
+    if (entry->recipients[i] != spool::RecipientState::kPending) continue;
+    by_domain[domain_of(entry->envelope.recipients(static_cast<int>(i)).address())].push_back(i);
+  }
+  if (!tls_) {
+    // Without a TLS client nothing may leave: the message stays in the spool for the next start.
+    log::error("message.held").kv("worker", worker_).kv("qid", entry->envelope.queue_id()).kv("reason", "outbound TLS client unavailable");
+    return;
+  }
+  for (auto& [domain, rcpts] : by_domain) {
+    auto& d = destinations_[domain];
+    if (!d) d = std::make_unique<Destination>(*this, domain);
+    d->add(relay::Job{entry, std::move(rcpts)});
+  }
+}
+
+void Outbound::poll() {
+  bool waiting = false;
+  for (auto& [domain, d] : destinations_) {
+    if (!d->waiting_for_policy()) continue;
+    d->kick();
+    waiting |= d->waiting_for_policy();
+  }
+  if (waiting) poll_timer_.arm_at(loop_.now_ms() + 100);
+}
+
+void Outbound::stop() {
+  stopping_ = true;
+  for (auto& [domain, d] : destinations_) d->stop();
+}
+
+bool Outbound::idle() const {
+  return std::none_of(destinations_.begin(), destinations_.end(), [](const auto& kv) { return kv.second->connected(); });
+}
+
+void Outbound::abort_all() {
+  for (auto& [domain, d] : destinations_) d->abort_all();
+}
+
+void Outbound::reap() {
+  for (auto it = destinations_.begin(); it != destinations_.end();) {
+    it->second->reap();
+    if (it->second->idle() && !it->second->waiting_for_policy()) it = destinations_.erase(it);
+    else ++it;
+  }
+}
+
+}  // namespace mxedge::delivery

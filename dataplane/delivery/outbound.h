@@ -1,0 +1,160 @@
+// Outbound delivery, per worker: mail received on an outbound intake listener leaves by MX, and only
+// over a connection that satisfies its destination's policy (policy/delivery_policy.h, compiled by
+// the control plane and held in the PolicyStore).
+//
+// A spooled message is split into jobs, one per recipient domain (its Destination). A Destination
+// reads its policy from the store's snapshot; when there is none (or it expired) it asks the control
+// plane through the PolicyClient and parks its jobs — the worker never waits — until the policy
+// arrives (the store is polled every 100 ms while anything waits) or `policy_wait` passes (then the
+// jobs are deferred: never delivered without a policy, never downgraded). Per verdict:
+//   deliver  the MX hosts in order (equal preferences shuffled, RFC 5321 §5.1), each address in turn,
+//            one RelayConnection at a time per host attempt: STARTTLS as the host's requirement
+//            demands (kMay: when offered; otherwise required), the TLS session judged by
+//            tls::OutboundTls::check (DANE / WebPKI / none); a host that fails (connect, greeting,
+//            no STARTTLS, TLS policy) is logged and the next one is tried; when every host failed the
+//            jobs are deferred with the reasons of all of them.
+//   defer    jobs deferred with the policy's reason (bogus DNSSEC, DANE or MTA-STS mandatory unmet).
+//   bounce   recipients failed with the policy's status (null MX 5.1.10, NXDOMAIN 5.1.2).
+// Deferred jobs come back after exponential back-off with jitter (outbound.retry_min..retry_max) and
+// re-read the policy, so a policy change applies to queued mail.
+//
+// Logs (the message trace until the trace store exists): event=delivery.attempt_failed (domain, host,
+// address, requirement, reason, result_type), event=message.delivered (qid, domain, host, address,
+// TLS version and cipher, verification method, DANE usage and match depth, policy modes, reply),
+// event=message.deferred, event=message.failed.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/policy/policy_client.h"
+#include "dataplane/policy/policy_store.h"
+#include "dataplane/relay/connection_owner.h"
+#include "dataplane/relay/relay_connection.h"
+#include "dataplane/spool/spool.h"
+#include "dataplane/stats/counters.h"
+#include "dataplane/tls/client_verify.h"
+#include "dataplane/worker/event_loop.h"
+#include "dataplane/worker/runtime_config.h"
+
+namespace mxedge::delivery {
+
+class Outbound;
+
+// One recipient domain's queue on one worker.
+class Destination final : public relay::ConnectionOwner {
+ public:
+  Destination(Outbound& outbound, std::string domain);
+  ~Destination() override;
+
+  void add(relay::Job job);
+  // Acts on the queue: looks the policy up, opens connections, defers or bounces.
+  void kick();
+  bool waiting_for_policy() const { return waiting_since_ms_ >= 0; }
+  bool idle() const { return connections_.empty() && ready_.empty() && deferred_.empty(); }
+  bool connected() const { return !connections_.empty(); }
+  void stop();
+  void abort_all();
+  void reap() { graveyard_.clear(); }
+  void release_deferred(int64_t now_ms);
+  int64_t next_deferred_ms() const { return deferred_.empty() ? INT64_MAX : deferred_.begin()->first; }
+
+  // relay::ConnectionOwner
+  worker::EventLoop& loop() override;
+  spool::Spool& spool() override;
+  unsigned worker_index() const override;
+  stats::WorkerCounters& counters() override;
+  const std::string& helo_name() const override;
+  bool stopping() const override;
+  relay::ConnectTarget target() override;
+  relay::TlsNeed tls_need() const override;
+  SSL* new_ssl(std::string* error) override;
+  std::string accept_tls(SSL* ssl) override;
+  bool next_job(relay::Job* job) override;
+  void defer(const relay::Job& job, const std::string& reason) override;
+  void report(const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer,
+              SSL* ssl, const std::string& reply) override;
+  void hop_ok() override;
+  void hop_failed(const std::string& reason) override;
+  void connection_closed(relay::RelayConnection* c) override;
+
+ private:
+  struct Attempt {
+    size_t host = 0;  // index into policy_->hosts
+    SocketAddress address;
+  };
+  void plan_attempts();
+  void start_connection();
+  void defer_all(const std::string& reason, const std::string& status);
+  void fail_all(const std::string& reply);
+  void backoff(relay::Job job, const std::string& reason);
+  const policy::HostPolicy& current_host() const { return policy_->hosts[attempts_[attempt_].host]; }
+
+  Outbound& out_;
+  std::string domain_;
+  std::deque<relay::Job> ready_;
+  std::multimap<int64_t, relay::Job> deferred_;
+  std::shared_ptr<const policy::DestinationPolicy> policy_;  // the policy of the current round
+  std::vector<Attempt> attempts_;
+  size_t attempt_ = 0;
+  bool connected_ok_ = false;      // the current connection reached the point of sending mail
+  std::vector<std::string> failures_;  // this round's host failures
+  tls::VerifyOutcome last_tls_;
+  int64_t waiting_since_ms_ = -1;
+  std::vector<std::unique_ptr<relay::RelayConnection>> connections_;
+  std::vector<std::unique_ptr<relay::RelayConnection>> graveyard_;
+};
+
+class Outbound {
+ public:
+  Outbound(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index, stats::WorkerCounters& counters,
+           dataplane::PolicyStore& store, dataplane::PolicyClient* client);
+  ~Outbound();
+
+  // Null when the TLS client context cannot be made (error logged).
+  bool set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime);
+  void enqueue(spool::SpoolEntry* entry);
+  void stop();
+  bool idle() const;
+  void abort_all();
+  void reap();
+
+  // For destinations.
+  worker::EventLoop& loop() { return loop_; }
+  spool::Spool& spool() { return spool_; }
+  unsigned worker_index() const { return worker_; }
+  stats::WorkerCounters& counters() { return counters_; }
+  const worker::RuntimeConfig& runtime() const { return *runtime_; }
+  dataplane::PolicyStore& store() { return store_; }
+  dataplane::PolicyClient* client() { return client_; }
+  tls::OutboundTls& tls() { return *tls_; }
+  bool stopping() const { return stopping_; }
+  std::mt19937_64& rng() { return rng_; }
+  int64_t backoff_ms(uint32_t attempts);
+  void wake_for_policy() { poll_timer_.arm_at(loop_.now_ms() + 100); }
+  void wake_at(int64_t when_ms);
+
+ private:
+  void poll();
+
+  worker::EventLoop& loop_;
+  spool::Spool& spool_;
+  unsigned worker_;
+  stats::WorkerCounters& counters_;
+  dataplane::PolicyStore& store_;
+  dataplane::PolicyClient* client_;
+  std::shared_ptr<const worker::RuntimeConfig> runtime_;
+  std::unique_ptr<tls::OutboundTls> tls_;
+  std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
+  worker::FunctionTimer poll_timer_;
+  worker::FunctionTimer deferred_timer_;
+  bool stopping_ = false;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace mxedge::delivery

@@ -1,0 +1,173 @@
+"""Outbound delivery under per-destination policy, end to end: an internal client submits mail on the
+gateway's outbound intake listener; mxedge-dataplane asks mxedge-controlplane for each destination's
+policy (DNSSEC-validated MX/TLSA from the signed lab DNS, MTA-STS from the lab's nginx) and delivers
+to the delivery lab's Postfix receivers (lab/delivery.py) only over connections that satisfy it.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import smtplib
+import socket
+import time
+from email.message import EmailMessage
+
+import pytest
+
+from lab import controlplane as cp_mod
+from lab import gateway as gw_mod
+from lab import util
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _binaries():
+    for reason in (cp_mod.missing_binary_reason(), gw_mod.missing_binary_reason()):
+        if reason:
+            pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def plane(delivery_lab, dns_lab, mta_sts_server, lab_root, lab_pki):
+    cp = cp_mod.ControlPlane(lab_root.unique_sub("cp"), dns_lab, mta_sts_server)
+    cp.start()
+    gw = gw_mod.Gateway(lab_root.unique_sub("gw"), lab_pki, next_hop_port=1, hostname="gw.lab.test",
+                        listeners=[{"name": "intake", "tls_mode": "none", "role": "outbound",
+                                    "allowed_networks": ["127.0.0.1/32", "::1"]}],
+                        config={"outbound": {"enabled": True, "policy_socket": cp.socket_path,
+                                             "policy_state_file": lab_root.unique_sub("state") + "/policy.state",
+                                             "ca_file": lab_pki.ca_pem, "retry_min": "30s", "retry_max": "60s",
+                                             "connect_timeout": "3s", "command_timeout": "15s", "policy_wait": "15s"}})
+    try:
+        gw.start()
+        gw.wait_log(r"event=policy.link.connected", timeout=10)
+        yield gw, cp
+    finally:
+        gw.stop()
+        cp.stop()
+        gw.cleanup()
+
+
+def submit(gw, rcpts: list[str], subject: str, source: str = "127.0.0.1") -> str:
+    msg = EmailMessage()
+    msg["From"] = "sender@lab.test"
+    msg["To"] = ", ".join(rcpts)
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{subject}@lab.test>"
+    msg.set_content(f"outbound test {subject}\n.leading dot line\n")
+    host, port = gw.address("intake")
+    with smtplib.SMTP(host, port, timeout=20, source_address=(source, 0)) as s:
+        s.ehlo("internal.lab.test")
+        refused = s.sendmail("sender@lab.test", rcpts, msg.as_bytes(policy=email.policy.SMTP))
+        assert refused == {}
+    return subject
+
+
+def delivered_line(gw, domain: str, timeout: float = 30) -> str:
+    return gw.wait_log(rf"event=message.delivered .*domain={domain} ", timeout=timeout)
+
+
+def test_dane_ee_delivery_ignores_names_and_reports_usage_3(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["alice@dane-ee.dlv.test"], "dane-ee-1")
+    line = delivered_line(gw, "dane-ee.dlv.test")
+    assert "verified=dane" in line and "dane_usage=3" in line and "dane_depth=0" in line, line
+    assert "requirement=dane" in line and "dnssec=secure" in line, line
+    assert delivery_lab.receiver("dane-ee").wait_maildir(1, timeout=10)
+    body = delivery_lab.receiver("dane-ee").maildir_messages()[0]
+    assert "..leading dot line" not in str(body) and ".leading dot line" in str(body)
+
+
+def test_dane_ta_delivery_matches_the_ca_in_the_chain(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["bob@dane-ta.dlv.test"], "dane-ta-1")
+    line = delivered_line(gw, "dane-ta.dlv.test")
+    assert "verified=dane" in line and "dane_usage=2" in line, line
+    assert delivery_lab.receiver("dane-ta").wait_maildir(1, timeout=10)
+
+
+def test_tlsa_mismatch_is_deferred_never_delivered(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["carol@dane-fail.dlv.test"], "dane-fail-1")
+    failed = gw.wait_log(r"event=delivery.attempt_failed .*domain=dane-fail.dlv.test .*requirement=dane", timeout=30)
+    assert "validation-failure" in failed, failed
+    deferred = gw.wait_log(r"event=message.deferred .*domain=dane-fail.dlv.test", timeout=10)
+    assert "no MX host of dane-fail.dlv.test could be used" in deferred, deferred
+    time.sleep(1)
+    assert delivery_lab.receiver("dane-fail").maildir_messages() == []
+
+
+def test_mx_fallback_reaches_the_second_host_when_the_first_fails_dane(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["dave@dane-fallback.dlv.test"], "fallback-1")
+    gw.wait_log(r"event=delivery.attempt_failed .*domain=dane-fallback.dlv.test .*host=bad.dane-fallback.dlv.test", timeout=30)
+    line = delivered_line(gw, "dane-fallback.dlv.test")
+    assert "host=good.dane-fallback.dlv.test" in line and "verified=dane" in line, line
+    good = delivery_lab.receiver("good.dane-fallback.dlv.test")
+    assert good.wait_maildir(1, timeout=10)
+    assert delivery_lab.receiver("bad.dane-fallback.dlv.test").maildir_messages() == []
+
+
+def test_mta_sts_enforce_delivers_with_a_webpki_certificate_for_the_mx_name(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["erin@sts-ok.dlv.test"], "sts-ok-1")
+    line = delivered_line(gw, "sts-ok.dlv.test")
+    assert "requirement=webpki" in line and "verified=webpki" in line and "mta_sts=enforce" in line, line
+    assert delivery_lab.receiver("sts-ok").wait_maildir(1, timeout=10)
+
+
+def test_mta_sts_enforce_with_a_wrong_certificate_is_deferred(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["frank@sts-badcert.dlv.test"], "sts-badcert-1")
+    failed = gw.wait_log(r"event=delivery.attempt_failed .*domain=sts-badcert.dlv.test", timeout=30)
+    assert "certificate-host-mismatch" in failed and "requirement=webpki" in failed, failed
+    gw.wait_log(r"event=message.deferred .*domain=sts-badcert.dlv.test", timeout=10)
+    assert delivery_lab.receiver("sts-badcert").maildir_messages() == []
+
+
+def test_insecure_destination_gets_opportunistic_tls(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["grace@insecure.dlv.test"], "insecure-1")
+    line = delivered_line(gw, "insecure.dlv.test")
+    assert "requirement=may" in line and "tls=TLSv1" in line and "verified=none" in line and "dnssec=insecure" in line, line
+    assert delivery_lab.receiver("insecure").wait_maildir(1, timeout=10)
+
+
+def test_stripped_starttls_insecure_goes_cleartext_but_dane_refuses(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["heidi@stripped.dlv.test"], "stripped-1")
+    line = delivered_line(gw, "stripped.dlv.test")
+    assert "tls=none" in line and "requirement=may" in line, line
+    submit(gw, ["ivan@dane-stripped.dlv.test"], "dane-stripped-1")
+    failed = gw.wait_log(r"event=delivery.attempt_failed .*domain=dane-stripped.dlv.test", timeout=30)
+    assert "starttls-not-supported" in failed, failed
+    gw.wait_log(r"event=message.deferred .*domain=dane-stripped.dlv.test", timeout=10)
+
+
+def test_bogus_destination_is_deferred_without_a_connection(plane, delivery_lab):
+    gw, cp = plane
+    delivery_lab.reset_connections()
+    submit(gw, ["judy@bogus.dlv.test"], "bogus-1")
+    deferred = gw.wait_log(r"event=message.deferred .*domain=bogus.dlv.test", timeout=30)
+    assert "dnssec-invalid" in deferred, deferred
+    cp.wait_log(r"event=policy.compiled .*domain=bogus.dlv.test .*verdict=defer")
+    time.sleep(1)
+    assert delivery_lab.connections("mx.bogus.dlv.test") == 0
+
+
+def test_one_message_to_two_destinations_is_split_by_policy(plane, delivery_lab):
+    gw, _ = plane
+    before = len(delivery_lab.receiver("dane-ee").maildir_messages())
+    submit(gw, ["kim@dane-ee.dlv.test", "leo@dane-fail.dlv.test"], "split-1")
+    util.wait_until(lambda: len(delivery_lab.receiver("dane-ee").maildir_messages()) > before, 30,
+                    message="the dane-ee copy of the split message")
+    line = gw.wait_log(r"event=message.deferred .*domain=dane-fail.dlv.test .*rcpts=1", timeout=30)
+    assert line
+
+
+def test_intake_refuses_clients_outside_allowed_networks(plane):
+    gw, _ = plane
+    host, port = gw.address("intake")
+    with socket.create_connection((host, port), timeout=10, source_address=("127.0.0.2", 0)) as s:
+        greeting = s.recv(512).decode()
+    assert greeting.startswith("554 5.7.1") and "127.0.0.2" in greeting, greeting
+    gw.wait_log(r"event=session.refused .*reason=\"?not in allowed_networks", timeout=5)

@@ -53,7 +53,23 @@ void Destination::kick() {
     if (ready_.empty()) return;
     c->offer_work();
   }
-  if (!connections_.empty()) return;  // a round is under way; its connection takes the jobs
+  if (!connections_.empty()) {
+    // A round is under way. Once a connection carries mail, open more to the same host, up to the
+    // limit, while jobs wait; a failing host is probed by one connection only.
+    const relay::RelayConnection* healthy = nullptr;
+    for (const auto& [c, st] : conns_) {
+      if (st.ok && !st.failed) healthy = c;
+    }
+    if (healthy == nullptr) return;
+    const size_t at = conns_.at(const_cast<relay::RelayConnection*>(healthy)).attempt;
+    size_t starting = 0;
+    for (const auto& [c, st] : conns_) starting += st.ok ? 0 : 1;
+    while (!ready_.empty() && starting < ready_.size() && connections_.size() < out_.runtime().outbound.connections_per_destination) {
+      start_connection(at);
+      ++starting;
+    }
+    return;
+  }
 
   const int64_t now_ms = out_.loop().now_ms();
   auto p = out_.store().current()->find(domain_, static_cast<int64_t>(::time(nullptr)));
@@ -86,7 +102,7 @@ void Destination::kick() {
     case policy::PolicyVerdict::kDeliver:
       break;
   }
-  if (attempts_.empty() || policy_ != p) {
+  if (attempts_.empty() || policy_ != p || attempt_ >= attempts_.size()) {
     policy_ = p;
     plan_attempts();
   }
@@ -94,7 +110,7 @@ void Destination::kick() {
     defer_all("the policy for " + domain_ + " lists no usable address", "4.4.4");
     return;
   }
-  start_connection();
+  start_connection(attempt_);
 }
 
 void Destination::plan_attempts() {
@@ -116,45 +132,47 @@ void Destination::plan_attempts() {
   }
 }
 
-void Destination::start_connection() {
-  connected_ok_ = false;
-  last_tls_ = tls::VerifyOutcome{};
+void Destination::start_connection(size_t attempt) {
   connections_.push_back(std::make_unique<relay::RelayConnection>(*this));
-  connections_.back()->start();
+  relay::RelayConnection* c = connections_.back().get();
+  conns_[c] = Conn{attempt, false, false, {}};
+  c->start();
 }
 
-relay::ConnectTarget Destination::target() {
+relay::ConnectTarget Destination::target(relay::RelayConnection* c) {
+  const Conn& st = conn(c);
   relay::ConnectTarget t;
-  t.address = attempts_[attempt_].address;
-  t.name = current_host().name;
+  t.address = attempts_[st.attempt].address;
+  t.name = host_of(st).name;
   t.connect_timeout_ms = out_.runtime().outbound.connect_timeout_ms;
   t.command_timeout_ms = out_.runtime().outbound.command_timeout_ms;
   return t;
 }
 
-relay::TlsNeed Destination::tls_need() const {
-  const policy::HostPolicy& h = current_host();
+relay::TlsNeed Destination::tls_need(relay::RelayConnection* c) const {
+  const policy::HostPolicy& h = host_of(conns_.at(c));
   if (h.tls == policy::TlsRequirement::kMay) return h.cleartext_allowed ? relay::TlsNeed::kOpportunistic : relay::TlsNeed::kRequired;
   return relay::TlsNeed::kRequired;
 }
 
-SSL* Destination::new_ssl(std::string* error) { return out_.tls().new_ssl(current_host(), error); }
+SSL* Destination::new_ssl(relay::RelayConnection* c, std::string* error) { return out_.tls().new_ssl(host_of(conn(c)), error); }
 
-std::string Destination::accept_tls(SSL* ssl) {
-  const policy::HostPolicy& h = current_host();
-  last_tls_ = out_.tls().check(ssl, h);
-  if (!last_tls_.satisfied) {
+std::string Destination::accept_tls(relay::RelayConnection* c, SSL* ssl) {
+  Conn& st = conn(c);
+  const policy::HostPolicy& h = host_of(st);
+  st.tls = out_.tls().check(ssl, h);
+  if (!st.tls.satisfied) {
     return "TLS with " + h.name + " does not satisfy the " + std::string(policy::to_string(h.tls)) + " requirement: " +
-           last_tls_.failure + (last_tls_.result_type.empty() ? "" : " (" + last_tls_.result_type + ")");
+           st.tls.failure + (st.tls.result_type.empty() ? "" : " (" + st.tls.result_type + ")");
   }
-  if (last_tls_.sts_testing_failed) {
+  if (st.tls.sts_testing_failed) {
     log::warning("delivery.sts_testing_failure").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name)
-        .kv("reason", last_tls_.failure).kv("result_type", last_tls_.result_type);
+        .kv("reason", st.tls.failure).kv("result_type", st.tls.result_type);
   }
   return {};
 }
 
-bool Destination::next_job(relay::Job* job) {
+bool Destination::next_job(relay::RelayConnection*, relay::Job* job) {
   if (out_.stopping() || ready_.empty()) return false;
   *job = std::move(ready_.front());
   ready_.pop_front();
@@ -173,9 +191,9 @@ void Destination::backoff(relay::Job job, const std::string& reason) {
   out_.wake_at(at);
 }
 
-void Destination::defer(const relay::Job& job, const std::string& reason) {
-  if (!connected_ok_) {
-    ready_.push_front(job);  // the host failed before any mail went out: the next host gets it
+void Destination::defer(relay::RelayConnection* c, const relay::Job& job, const std::string& reason) {
+  if (!conn(c).ok) {
+    ready_.push_front(job);  // the host failed before any mail went out: another connection or host gets it
     return;
   }
   backoff(job, reason);
@@ -202,13 +220,13 @@ void Destination::fail_all(const std::string& reply) {
       rr.set_reply(reply);
       results.push_back(rr);
     }
-    report(j, results, domain_, nullptr, reply);
+    report(nullptr, j, results, domain_, nullptr, reply);
     spool().settle(j.entry, results);  // may destroy the entry
   }
 }
 
-void Destination::report(const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer,
-                         SSL* ssl, const std::string& reply) {
+void Destination::report(relay::RelayConnection* c, const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled,
+                         const std::string& peer, SSL* ssl, const std::string& reply) {
   const auto& env = job.entry->envelope;
   size_t delivered = 0;
   for (const auto& rr : settled) {
@@ -220,49 +238,59 @@ void Destination::report(const relay::Job& job, const std::vector<mxedge::spool:
     log::warning("message.failed").kv("worker", worker_index()).kv("qid", env.queue_id()).kv("domain", domain_)
         .kv("to", "<" + env.recipients(static_cast<int>(rr.index())).address() + ">").kv("peer", peer).kv("reply", rr.reply());
   }
-  if (delivered == 0) return;
+  if (delivered == 0 || c == nullptr) return;
   stats::bump(counters().outbound_delivered, delivered);
-  const policy::HostPolicy& h = current_host();
+  const Conn& st = conn(c);
+  const policy::HostPolicy& h = host_of(st);
   auto line = log::info("message.delivered");
   line.kv("worker", worker_index()).kv("qid", env.queue_id()).kv("domain", domain_).kv("rcpts", static_cast<uint64_t>(delivered))
       .kv("host", h.name).kv("peer", peer).kv("requirement", policy::to_string(h.tls))
       .kv("tls", ssl != nullptr ? std::string(SSL_get_version(ssl)) : std::string("none"));
   if (ssl != nullptr) {
-    const SSL_CIPHER* c = SSL_get_current_cipher(ssl);
-    line.kv("cipher", c != nullptr ? SSL_CIPHER_get_name(c) : "?").kv("verified", last_tls_.method.empty() ? "none" : last_tls_.method);
-    if (last_tls_.dane_usage >= 0) line.kv("dane_usage", last_tls_.dane_usage).kv("dane_depth", last_tls_.match_depth);
-    if (last_tls_.resumed) line.kv("resumed", true);
+    const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+    line.kv("cipher", cipher != nullptr ? SSL_CIPHER_get_name(cipher) : "?").kv("verified", st.tls.method.empty() ? "none" : st.tls.method);
+    if (st.tls.dane_usage >= 0) line.kv("dane_usage", st.tls.dane_usage).kv("dane_depth", st.tls.match_depth);
+    if (st.tls.resumed) line.kv("resumed", true);
   }
   line.kv("dane_mode", policy::to_string(policy_->dane_mode)).kv("mta_sts_mode", policy::to_string(policy_->sts_mode))
       .kv("dnssec", policy_->dnssec).kv("mta_sts", policy_->sts).kv("delay_ms", (wall_us() - env.received_at_us()) / 1000)
       .kv("reply", reply);
 }
 
-void Destination::hop_ok() { connected_ok_ = true; }
+void Destination::hop_ok(relay::RelayConnection* c) {
+  conn(c).ok = true;
+  kick();  // more connections to this host while jobs wait
+}
 
-void Destination::hop_failed(const std::string& reason) {
+void Destination::hop_failed(relay::RelayConnection* c, const std::string& reason) {
+  Conn& st = conn(c);
+  st.failed = true;
+  st.ok = false;
   stats::bump(counters().outbound_host_failures);
-  const policy::HostPolicy& h = current_host();
-  const std::string addr = attempts_[attempt_].address.ip_text();
-  failures_.push_back(h.name + "[" + addr + "]: " + reason);
-  std::string type = last_tls_.result_type;
+  const policy::HostPolicy& h = host_of(st);
+  const std::string addr = attempts_[st.attempt].address.ip_text();
+  std::string type = st.tls.result_type;
   if (type.empty() && reason.find("starttls-not-supported") != std::string::npos) type = "starttls-not-supported";
   log::warning("delivery.attempt_failed").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name).kv("address", addr)
       .kv("requirement", policy::to_string(h.tls)).kv("reason", reason).kv("result_type", type);
-  connected_ok_ = false;
-  ++attempt_;
+  if (st.attempt == attempt_) {  // the first failure of this attempt moves the round on
+    failures_.push_back(h.name + "[" + addr + "]: " + reason);
+    ++attempt_;
+  }
 }
 
 void Destination::connection_closed(relay::RelayConnection* c) {
   auto it = std::find_if(connections_.begin(), connections_.end(), [c](const auto& p) { return p.get() == c; });
   if (it == connections_.end()) return;
+  const Conn st = conns_[c];
+  conns_.erase(c);
   graveyard_.push_back(std::move(*it));
   connections_.erase(it);
   if (out_.stopping()) return;
-  if (!connected_ok_ && attempt_ > 0 && !failures_.empty()) {
-    // This host failed: the next one, or, when none is left, the round ends deferred.
+  if (st.failed) {
+    if (!connections_.empty()) return;  // others still work this round
     if (attempt_ < attempts_.size()) {
-      if (!ready_.empty()) start_connection();
+      if (!ready_.empty()) start_connection(attempt_);  // the next host or address
       return;
     }
     std::string all;
@@ -271,7 +299,7 @@ void Destination::connection_closed(relay::RelayConnection* c) {
     defer_all("no MX host of " + domain_ + " could be used: " + all, "4.7.5");
     return;
   }
-  attempts_.clear();  // the next round re-reads the policy
+  if (connections_.empty()) attempts_.clear();  // the next round re-reads the policy
   if (!ready_.empty()) kick();
 }
 

@@ -8,7 +8,8 @@
 // arrives (the store is polled every 100 ms while anything waits) or `policy_wait` passes (then the
 // jobs are deferred: never delivered without a policy, never downgraded). Per verdict:
 //   deliver  the MX hosts in order (equal preferences shuffled, RFC 5321 §5.1), each address in turn,
-//            one RelayConnection at a time per host attempt: STARTTLS as the host's requirement
+//            one probing RelayConnection per host attempt, then up to
+//            outbound.connections_per_destination once it carries mail: STARTTLS as the host's requirement
 //            demands (kMay: when offered; otherwise required), the TLS session judged by
 //            tls::OutboundTls::check (DANE / WebPKI / none); a host that fails (connect, greeting,
 //            no STARTTLS, TLS policy) is logged and the next one is tried; when every host failed the
@@ -71,16 +72,16 @@ class Destination final : public relay::ConnectionOwner {
   stats::WorkerCounters& counters() override;
   const std::string& helo_name() const override;
   bool stopping() const override;
-  relay::ConnectTarget target() override;
-  relay::TlsNeed tls_need() const override;
-  SSL* new_ssl(std::string* error) override;
-  std::string accept_tls(SSL* ssl) override;
-  bool next_job(relay::Job* job) override;
-  void defer(const relay::Job& job, const std::string& reason) override;
-  void report(const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer,
-              SSL* ssl, const std::string& reply) override;
-  void hop_ok() override;
-  void hop_failed(const std::string& reason) override;
+  relay::ConnectTarget target(relay::RelayConnection* c) override;
+  relay::TlsNeed tls_need(relay::RelayConnection* c) const override;
+  SSL* new_ssl(relay::RelayConnection* c, std::string* error) override;
+  std::string accept_tls(relay::RelayConnection* c, SSL* ssl) override;
+  bool next_job(relay::RelayConnection* c, relay::Job* job) override;
+  void defer(relay::RelayConnection* c, const relay::Job& job, const std::string& reason) override;
+  void report(relay::RelayConnection* c, const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled,
+              const std::string& peer, SSL* ssl, const std::string& reply) override;
+  void hop_ok(relay::RelayConnection* c) override;
+  void hop_failed(relay::RelayConnection* c, const std::string& reason) override;
   void connection_closed(relay::RelayConnection* c) override;
 
  private:
@@ -88,12 +89,20 @@ class Destination final : public relay::ConnectionOwner {
     size_t host = 0;  // index into policy_->hosts
     SocketAddress address;
   };
+  // What one connection is: which attempt (host and address) it serves, and how far it got.
+  struct Conn {
+    size_t attempt = 0;
+    bool ok = false;      // reached the point of sending mail
+    bool failed = false;  // failed as a host failure
+    tls::VerifyOutcome tls;
+  };
   void plan_attempts();
-  void start_connection();
+  void start_connection(size_t attempt);
   void defer_all(const std::string& reason, const std::string& status);
   void fail_all(const std::string& reply);
   void backoff(relay::Job job, const std::string& reason);
-  const policy::HostPolicy& current_host() const { return policy_->hosts[attempts_[attempt_].host]; }
+  const policy::HostPolicy& host_of(const Conn& c) const { return policy_->hosts[attempts_[c.attempt].host]; }
+  Conn& conn(relay::RelayConnection* c) { return conns_[c]; }
 
   Outbound& out_;
   std::string domain_;
@@ -101,11 +110,10 @@ class Destination final : public relay::ConnectionOwner {
   std::multimap<int64_t, relay::Job> deferred_;
   std::shared_ptr<const policy::DestinationPolicy> policy_;  // the policy of the current round
   std::vector<Attempt> attempts_;
-  size_t attempt_ = 0;
-  bool connected_ok_ = false;      // the current connection reached the point of sending mail
+  size_t attempt_ = 0;                 // the attempt new connections of this round go to
   std::vector<std::string> failures_;  // this round's host failures
-  tls::VerifyOutcome last_tls_;
   int64_t waiting_since_ms_ = -1;
+  std::unordered_map<relay::RelayConnection*, Conn> conns_;
   std::vector<std::unique_ptr<relay::RelayConnection>> connections_;
   std::vector<std::unique_ptr<relay::RelayConnection>> graveyard_;
 };

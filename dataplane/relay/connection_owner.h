@@ -38,6 +38,7 @@ enum class TlsNeed {
   kRequired,       // STARTTLS must be offered and succeed
 };
 
+// Every callback names the connection it comes from (an owner may run several at once).
 class ConnectionOwner {
  public:
   virtual ~ConnectionOwner() = default;
@@ -49,23 +50,23 @@ class ConnectionOwner {
   virtual bool stopping() const = 0;
 
   // Where the next connection goes.
-  virtual ConnectTarget target() = 0;
-  virtual TlsNeed tls_need() const = 0;
+  virtual ConnectTarget target(RelayConnection* c) = 0;
+  virtual TlsNeed tls_need(RelayConnection* c) const = 0;
   // After the server's 220 to STARTTLS: a client SSL* set up for this peer; null with *error.
-  virtual SSL* new_ssl(std::string* error) = 0;
+  virtual SSL* new_ssl(RelayConnection* c, std::string* error) = 0;
   // After the handshake: empty when the session may carry mail; otherwise why not (the connection
   // then closes as a failure of this host).
-  virtual std::string accept_tls(SSL* ssl) = 0;
+  virtual std::string accept_tls(RelayConnection* c, SSL* ssl) = 0;
 
   // A job for an idle connection; false when there is none.
-  virtual bool next_job(Job* job) = 0;
+  virtual bool next_job(RelayConnection* c, Job* job) = 0;
   // Some of the job's recipients stay pending: retry later.
-  virtual void defer(const Job& job, const std::string& reason) = 0;
+  virtual void defer(RelayConnection* c, const Job& job, const std::string& reason) = 0;
   // Results of one transaction, for logs and counters (recipients settled as delivered / failed).
-  virtual void report(const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer,
+  virtual void report(RelayConnection* c, const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer,
                       SSL* ssl, const std::string& reply) = 0;
-  virtual void hop_ok() = 0;
-  virtual void hop_failed(const std::string& reason) = 0;
+  virtual void hop_ok(RelayConnection* c) = 0;
+  virtual void hop_failed(RelayConnection* c, const std::string& reason) = 0;
   virtual void connection_closed(RelayConnection* c) = 0;
 };
 

@@ -66,7 +66,7 @@ void Relay::kick() {
   }
 }
 
-ConnectTarget Relay::target() {
+ConnectTarget Relay::target(RelayConnection*) {
   const auto& r = runtime_->relay;
   ConnectTarget t;
   t.address = r.addresses[next_address_++ % r.addresses.size()];
@@ -75,7 +75,7 @@ ConnectTarget Relay::target() {
   return t;
 }
 
-TlsNeed Relay::tls_need() const {
+TlsNeed Relay::tls_need(RelayConnection*) const {
   switch (runtime_->relay.tls) {
     case config::v1::NEXT_HOP_TLS_NONE: return TlsNeed::kNever;
     case config::v1::NEXT_HOP_TLS_REQUIRED:
@@ -84,7 +84,7 @@ TlsNeed Relay::tls_need() const {
   }
 }
 
-SSL* Relay::new_ssl(std::string* error) {
+SSL* Relay::new_ssl(RelayConnection*, std::string* error) {
   const auto& cfg = runtime_->relay;
   SSL* ssl = SSL_new(cfg.ssl_ctx.get());
   if (ssl == nullptr) {
@@ -102,7 +102,7 @@ SSL* Relay::new_ssl(std::string* error) {
   return ssl;
 }
 
-bool Relay::next_job(Job* job) {
+bool Relay::next_job(RelayConnection*, Job* job) {
   if (stopping_ || ready_.empty()) return false;
   job->entry = ready_.front();
   job->rcpts.clear();
@@ -110,7 +110,7 @@ bool Relay::next_job(Job* job) {
   return true;
 }
 
-void Relay::report(const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer, SSL* ssl,
+void Relay::report(RelayConnection*, const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer, SSL* ssl,
                    const std::string& reply) {
   const auto& env = job.entry->envelope;
   size_t delivered = 0;
@@ -135,7 +135,7 @@ void Relay::report(const Job& job, const std::vector<mxedge::spool::v1::Recipien
   }
 }
 
-void Relay::defer(const Job& job, const std::string& reason) {
+void Relay::defer(RelayConnection*, const Job& job, const std::string& reason) {
   spool::SpoolEntry* entry = job.entry;
   ++entry->attempts;
   stats::bump(counters_.messages_deferred);
@@ -156,7 +156,7 @@ void Relay::release_deferred() {
   kick();
 }
 
-void Relay::hop_ok() {
+void Relay::hop_ok(RelayConnection*) {
   if (hop_failures_ > 0) {
     log::info("relay.next_hop_available").kv("worker", worker_).kv("host", runtime_->relay.host);
   }
@@ -164,7 +164,7 @@ void Relay::hop_ok() {
   hop_retry_at_ = 0;
 }
 
-void Relay::hop_failed(const std::string& reason) {
+void Relay::hop_failed(RelayConnection*, const std::string& reason) {
   ++hop_failures_;
   stats::bump(counters_.next_hop_failures);
   int64_t delay = backoff_ms(hop_failures_);

@@ -44,16 +44,16 @@ class Relay final : public ConnectionOwner {
   stats::WorkerCounters& counters() override { return counters_; }
   const std::string& helo_name() const override { return runtime_->config.hostname(); }
   bool stopping() const override { return stopping_; }
-  ConnectTarget target() override;
-  TlsNeed tls_need() const override;
-  SSL* new_ssl(std::string* error) override;
-  std::string accept_tls(SSL*) override { return {}; }  // NEXT_HOP_TLS_VERIFY fails inside the handshake
-  bool next_job(Job* job) override;
-  void defer(const Job& job, const std::string& reason) override;  // transient failure
-  void report(const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer, SSL* ssl,
+  ConnectTarget target(RelayConnection*) override;
+  TlsNeed tls_need(RelayConnection*) const override;
+  SSL* new_ssl(RelayConnection*, std::string* error) override;
+  std::string accept_tls(RelayConnection*, SSL*) override { return {}; }  // NEXT_HOP_TLS_VERIFY fails inside the handshake
+  bool next_job(RelayConnection*, Job* job) override;
+  void defer(RelayConnection*, const Job& job, const std::string& reason) override;  // transient failure
+  void report(RelayConnection*, const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer, SSL* ssl,
               const std::string& reply) override;
-  void hop_ok() override;
-  void hop_failed(const std::string& reason) override;
+  void hop_ok(RelayConnection*) override;
+  void hop_failed(RelayConnection*, const std::string& reason) override;
   void connection_closed(RelayConnection* c) override;
 
   const worker::RuntimeConfig& runtime() const { return *runtime_; }

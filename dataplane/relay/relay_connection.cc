@@ -48,7 +48,7 @@ RelayConnection::~RelayConnection() {
 }
 
 void RelayConnection::start() {
-  const ConnectTarget t = relay_.target();
+  const ConnectTarget t = relay_.target(this);
   const SocketAddress& addr = t.address;
   peer_ = t.name.empty() ? addr.to_string() : t.name + "[" + addr.ip_text() + "]";
   command_timeout_ms_ = t.command_timeout_ms;
@@ -202,7 +202,7 @@ void RelayConnection::handshake() {
     tls_wants_write_ = false;
     smtp::TlsState t = tls::describe(ssl_);
     log::debug("relay.tls").kv("worker", relay_.worker_index()).kv("peer", peer_).kv("tls", t.version).kv("cipher", t.cipher);
-    if (std::string refused = relay_.accept_tls(ssl_); !refused.empty()) {
+    if (std::string refused = relay_.accept_tls(this, ssl_); !refused.empty()) {
       close(refused, true);
       return;
     }
@@ -225,7 +225,7 @@ void RelayConnection::handshake() {
 
 void RelayConnection::on_reply(const smtp::Reply& r) {
   arm_command_timeout();
-  const TlsNeed need = relay_.tls_need();
+  const TlsNeed need = relay_.tls_need(this);
   switch (state_) {
     case State::kGreeting:
       if (r.code != 220) {
@@ -266,7 +266,7 @@ void RelayConnection::on_reply(const smtp::Reply& r) {
       }
       parser_ = smtp::ReplyParser();  // anything already received is discarded, never read as TLS replies
       std::string why;
-      ssl_ = relay_.new_ssl(&why);
+      ssl_ = relay_.new_ssl(this, &why);
       if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
         close("TLS setup failed: " + (why.empty() ? tls::last_error() : why), true);
         return;
@@ -296,7 +296,7 @@ void RelayConnection::on_reply(const smtp::Reply& r) {
 
 void RelayConnection::ready_for_mail() {
   greeted_ok_ = true;
-  relay_.hop_ok();
+  relay_.hop_ok(this);
   state_ = State::kIdle;
   offer_work();
 }
@@ -304,7 +304,7 @@ void RelayConnection::ready_for_mail() {
 bool RelayConnection::offer_work() {
   if (state_ != State::kIdle) return false;
   Job job;
-  if (!relay_.next_job(&job)) {
+  if (!relay_.next_job(this, &job)) {
     if (relay_.stopping()) {
       quit_if_idle();
     } else {
@@ -532,7 +532,7 @@ void RelayConnection::finish_transaction(const smtp::Reply* dot) {
   Job job = std::move(job_);
   job_ = Job{};
   job.rcpts = rcpts_;
-  relay_.report(job, settled_, peer_, ssl_, reply_text);
+  relay_.report(this, job, settled_, peer_, ssl_, reply_text);
   size_t pending_after = 0;
   for (uint32_t i : rcpts_) {
     bool settled = std::any_of(settled_.begin(), settled_.end(), [i](const auto& rr) { return rr.index() == i; });
@@ -543,7 +543,7 @@ void RelayConnection::finish_transaction(const smtp::Reply* dot) {
     job.rcpts.erase(std::remove_if(job.rcpts.begin(), job.rcpts.end(),
                                    [e](uint32_t i) { return e->recipients[i] != spool::RecipientState::kPending; }),
                     job.rcpts.end());
-    relay_.defer(job, transient_reason_.empty() ? "not accepted by " + peer_ : transient_reason_);
+    relay_.defer(this, job, transient_reason_.empty() ? "not accepted by " + peer_ : transient_reason_);
   } else {
     relay_.spool().settle(e, settled_);  // destroys the entry
   }
@@ -588,9 +588,9 @@ void RelayConnection::close(const std::string& reason, bool hop_failure) {
     msg_ = nullptr;
     Job job = std::move(job_);
     job_ = Job{};
-    relay_.defer(job, reason);
+    relay_.defer(this, job, reason);
   }
-  if (hop_failure) relay_.hop_failed(reason);
+  if (hop_failure) relay_.hop_failed(this, reason);
   log::debug("relay.connection_closed").kv("worker", relay_.worker_index()).kv("peer", peer_).kv("reason", reason);
   relay_.connection_closed(this);
 }

@@ -154,6 +154,8 @@ void apply_defaults(Config& c) {
   set_default_duration(ob->mutable_connect_timeout(), ob->has_connect_timeout(), 30);
   set_default_duration(ob->mutable_command_timeout(), ob->has_command_timeout(), 300);
   set_default_duration(ob->mutable_policy_wait(), ob->has_policy_wait(), 30);
+  set_default_duration(ob->mutable_queue_lifetime(), ob->has_queue_lifetime(), 86400);
+  set_default_duration(ob->mutable_delay_warning(), ob->has_delay_warning(), 4 * 3600);
 
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
@@ -346,6 +348,8 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (ob.connections_per_destination() > 100) problem("outbound.connections_per_destination", "connections_per_destination must be 1-100");
   if (millis(ob.connect_timeout()) <= 0 || millis(ob.command_timeout()) <= 0 || millis(ob.policy_wait()) <= 0)
     problem("outbound", "connect_timeout, command_timeout and policy_wait must be positive");
+  if (millis(ob.queue_lifetime()) < 1000) problem("outbound.queue_lifetime", "queue_lifetime must be at least 1s");
+  if (millis(ob.delay_warning()) <= 0) problem("outbound.delay_warning", "delay_warning must be positive");
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "dataplane/delivery/dsn.h"
 #include "dataplane/relay/relay_connection.h"
 #include "policy/log.h"
 
@@ -22,6 +23,23 @@ std::string domain_of(const std::string& address) {
 
 int64_t wall_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The enhanced status code in a reply or reason ("550 5.1.1 ...", "4.7.5 no MX host ..."), or `fallback`.
+std::string enhanced_status(std::string_view text, const std::string& fallback) {
+  for (size_t i = 0; i + 5 <= text.size(); ++i) {
+    if ((text[i] == '2' || text[i] == '4' || text[i] == '5') && text[i + 1] == '.' && (i == 0 || text[i - 1] == ' ')) {
+      size_t j = i + 2;
+      size_t d1 = 0, d2 = 0;
+      while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j])) && d1 < 3) ++j, ++d1;
+      if (d1 == 0 || j >= text.size() || text[j] != '.') continue;
+      ++j;
+      while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j])) && d2 < 3) ++j, ++d2;
+      if (d2 == 0 || (j < text.size() && text[j] != ' ' && text[j] != ':' && text[j] != ']' && text[j] != ')')) continue;
+      return std::string(text.substr(i, j - i));
+    }
+  }
+  return fallback;
 }
 
 }  // namespace
@@ -181,9 +199,37 @@ bool Destination::next_job(relay::RelayConnection*, relay::Job* job) {
 
 void Destination::backoff(relay::Job job, const std::string& reason) {
   spool::SpoolEntry* e = job.entry;
+  const auto& ob = out_.runtime().outbound;
+  const int64_t age_ms = (wall_us() - e->envelope.received_at_us()) / 1000;
+  if (age_ms >= ob.queue_lifetime_ms) {
+    // Queue lifetime over: the recipients fail, with the last reason (RFC 3464 Action: failed).
+    std::string status = enhanced_status(reason, "4.4.7");
+    const std::string reply = "554 " + status + " delivery time expired after " + std::to_string(age_ms / 1000) + "s: " + reason;
+    std::vector<mxedge::spool::v1::RecipientResult> results;
+    for (uint32_t i : job.rcpts) {
+      mxedge::spool::v1::RecipientResult rr;
+      rr.set_index(i);
+      rr.set_outcome(mxedge::spool::v1::RECIPIENT_OUTCOME_FAILED);
+      rr.set_reply(reply);
+      results.push_back(rr);
+    }
+    log::warning("message.expired").kv("worker", worker_index()).kv("qid", e->envelope.queue_id()).kv("domain", domain_)
+        .kv("rcpts", static_cast<uint64_t>(job.rcpts.size())).kv("age_s", age_ms / 1000).kv("reason", reason);
+    report(nullptr, job, results, domain_, nullptr, reply);
+    spool().settle(e, results);  // may destroy the entry
+    return;
+  }
+  if (!e->delay_notified && age_ms >= ob.delay_warning_ms) {
+    std::vector<DsnRecipient> notify;
+    for (uint32_t i : job.rcpts) notify.push_back({i, enhanced_status(reason, "4.0.0"), "", "x-mxedge; " + reason});
+    const int64_t until_us = e->envelope.received_at_us() + ob.queue_lifetime_ms * 1000;
+    if (!send_dsn(spool(), *e, DsnKind::kDelay, std::move(notify), helo_name(), out_.accepted_domains(), until_us).empty())
+      e->delay_notified = true;
+  }
   ++e->attempts;
   stats::bump(counters().outbound_deferred);
-  const int64_t delay = out_.backoff_ms(e->attempts);
+  // Never wait past the queue lifetime: the last retry comes at the deadline.
+  const int64_t delay = std::min(out_.backoff_ms(e->attempts), std::max<int64_t>(1, ob.queue_lifetime_ms - age_ms));
   const int64_t at = out_.loop().now_ms() + delay;
   log::info("message.deferred").kv("worker", worker_index()).kv("qid", e->envelope.queue_id()).kv("domain", domain_)
       .kv("rcpts", static_cast<uint64_t>(job.rcpts.size())).kv("attempts", e->attempts).kv("retry_in_ms", delay).kv("reason", reason);
@@ -229,6 +275,7 @@ void Destination::report(relay::RelayConnection* c, const relay::Job& job, const
                          const std::string& peer, SSL* ssl, const std::string& reply) {
   const auto& env = job.entry->envelope;
   size_t delivered = 0;
+  std::vector<DsnRecipient> failed;
   for (const auto& rr : settled) {
     if (rr.outcome() == mxedge::spool::v1::RECIPIENT_OUTCOME_DELIVERED) {
       ++delivered;
@@ -237,7 +284,12 @@ void Destination::report(relay::RelayConnection* c, const relay::Job& job, const
     stats::bump(counters().outbound_failed);
     log::warning("message.failed").kv("worker", worker_index()).kv("qid", env.queue_id()).kv("domain", domain_)
         .kv("to", "<" + env.recipients(static_cast<int>(rr.index())).address() + ">").kv("peer", peer).kv("reply", rr.reply());
+    // A server's reply is an SMTP diagnostic; our own policy decisions and expiry are not.
+    const bool remote = c != nullptr;
+    failed.push_back({rr.index(), enhanced_status(rr.reply(), "5.0.0"), remote ? host_of(conn(c)).name : std::string(),
+                      (remote ? "smtp; " : "x-mxedge; ") + rr.reply()});
   }
+  if (!failed.empty()) send_dsn(spool(), *job.entry, DsnKind::kFailure, std::move(failed), helo_name(), out_.accepted_domains());
   if (delivered == 0 || c == nullptr) return;
   stats::bump(counters().outbound_delivered, delivered);
   const Conn& st = conn(c);
@@ -352,6 +404,7 @@ Outbound::~Outbound() {
 
 bool Outbound::set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime) {
   runtime_ = std::move(runtime);
+  accepted_domains_.assign(runtime_->config.accepted_domains().begin(), runtime_->config.accepted_domains().end());
   if (!tls_) {
     std::string error;
     tls::OutboundTlsOptions o;

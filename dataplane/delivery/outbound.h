@@ -142,6 +142,7 @@ class Outbound {
   dataplane::PolicyClient* client() { return client_; }
   tls::OutboundTls& tls() { return *tls_; }
   bool stopping() const { return stopping_; }
+  const std::vector<std::string>& accepted_domains() const { return accepted_domains_; }
   std::mt19937_64& rng() { return rng_; }
   int64_t backoff_ms(uint32_t attempts);
   void wake_for_policy() { poll_timer_.arm_at(loop_.now_ms() + 100); }
@@ -157,6 +158,7 @@ class Outbound {
   dataplane::PolicyStore& store_;
   dataplane::PolicyClient* client_;
   std::shared_ptr<const worker::RuntimeConfig> runtime_;
+  std::vector<std::string> accepted_domains_;
   std::unique_ptr<tls::OutboundTls> tls_;
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
   worker::FunctionTimer poll_timer_;

@@ -50,6 +50,8 @@ struct SpoolEntry {
   std::vector<RecipientState> recipients;
   // Delivery attempts so far (the relay's back-off grows with them).
   uint32_t attempts = 0;
+  // A delay notice went to the sender (not persisted: after a restart one may be sent again).
+  bool delay_notified = false;
 };
 
 class Spool {

@@ -69,6 +69,8 @@ std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Con
   rt->outbound.connect_timeout_ms = to_ms(ob.connect_timeout());
   rt->outbound.command_timeout_ms = to_ms(ob.command_timeout());
   rt->outbound.policy_wait_ms = to_ms(ob.policy_wait());
+  rt->outbound.queue_lifetime_ms = to_ms(ob.queue_lifetime());
+  rt->outbound.delay_warning_ms = to_ms(ob.delay_warning());
 
   const NextHop& nh = config.next_hop();
   RelayRuntime& r = rt->relay;

@@ -48,6 +48,8 @@ struct OutboundRuntime {
   int64_t connect_timeout_ms = 30000;
   int64_t command_timeout_ms = 300000;
   int64_t policy_wait_ms = 30000;
+  int64_t queue_lifetime_ms = 86400000;
+  int64_t delay_warning_ms = 4 * 3600000;
 };
 
 struct RuntimeConfig {

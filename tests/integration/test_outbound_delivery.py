@@ -16,6 +16,7 @@ import pytest
 
 from lab import controlplane as cp_mod
 from lab import gateway as gw_mod
+from lab import smtp_sink as sink_mod
 from lab import util
 
 
@@ -26,24 +27,37 @@ def _binaries():
             pytest.skip(reason)
 
 
+def outbound_config(cp, lab_root, lab_pki, **over) -> dict:
+    ob = {"enabled": True, "policy_socket": cp.socket_path,
+          "policy_state_file": lab_root.unique_sub("state") + "/policy.state",
+          "ca_file": lab_pki.ca_pem, "retry_min": "30s", "retry_max": "60s",
+          "connect_timeout": "3s", "command_timeout": "15s", "policy_wait": "15s"}
+    ob.update(over)
+    return {"outbound": ob}
+
+
+INTAKE = [{"name": "intake", "tls_mode": "none", "role": "outbound", "allowed_networks": ["127.0.0.1/32", "::1"]}]
+
+
 @pytest.fixture(scope="module")
 def plane(delivery_lab, dns_lab, mta_sts_server, lab_root, lab_pki):
+    """The control plane, a gateway with an outbound intake listener, and an smtp-sink as the next
+    hop (where notices to the organisation's senders arrive)."""
     cp = cp_mod.ControlPlane(lab_root.unique_sub("cp"), dns_lab, mta_sts_server)
     cp.start()
-    gw = gw_mod.Gateway(lab_root.unique_sub("gw"), lab_pki, next_hop_port=1, hostname="gw.lab.test",
-                        listeners=[{"name": "intake", "tls_mode": "none", "role": "outbound",
-                                    "allowed_networks": ["127.0.0.1/32", "::1"]}],
-                        config={"outbound": {"enabled": True, "policy_socket": cp.socket_path,
-                                             "policy_state_file": lab_root.unique_sub("state") + "/policy.state",
-                                             "ca_file": lab_pki.ca_pem, "retry_min": "30s", "retry_max": "60s",
-                                             "connect_timeout": "3s", "command_timeout": "15s", "policy_wait": "15s"}})
+    sink = sink_mod.SmtpSink(lab_root.unique_sub("sink"))
+    sink.start()
+    gw = gw_mod.Gateway(lab_root.unique_sub("gw"), lab_pki, next_hop_port=sink.port, hostname="gw.lab.test",
+                        listeners=INTAKE, config=outbound_config(cp, lab_root, lab_pki))
     try:
         gw.start()
         gw.wait_log(r"event=policy.link.connected", timeout=10)
+        gw.sink = sink
         yield gw, cp
     finally:
         gw.stop()
         cp.stop()
+        sink.stop()
         gw.cleanup()
 
 
@@ -64,6 +78,35 @@ def submit(gw, rcpts: list[str], subject: str, source: str = "127.0.0.1") -> str
 
 def delivered_line(gw, domain: str, timeout: float = 30) -> str:
     return gw.wait_log(rf"event=message.delivered .*domain={domain} ", timeout=timeout)
+
+
+def submit_raw(gw, mail_from: str, rcpt: str, subject: str, rcpt_options: tuple[str, ...] = ()) -> str:
+    """One message through smtplib's primitives; returns the gateway's queue id."""
+    msg = EmailMessage()
+    msg["From"] = mail_from or "MAILER-DAEMON@lab.test"
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{subject}@lab.test>"
+    msg.set_content(f"dsn test {subject}\n")
+    host, port = gw.address("intake")
+    with smtplib.SMTP(host, port, timeout=20) as s:
+        s.ehlo("internal.lab.test")
+        assert s.mail(mail_from)[0] == 250
+        code, text = s.rcpt(rcpt, list(rcpt_options))
+        assert code == 250, text
+        code, text = s.data(msg.as_bytes(policy=email.policy.SMTP))
+        assert code == 250, text
+    return text.decode().rsplit(" ", 1)[-1]
+
+
+def dsn_parts(sink_message):
+    """(delivery-status text, returned part content type, the whole notice) of a DSN the sink got."""
+    m = sink_message.message
+    assert m.get_content_type() == "multipart/report" and m.get_param("report-type") == "delivery-status", m
+    parts = list(m.iter_parts())
+    assert parts[1].get_content_type() == "message/delivery-status"
+    status = "\n".join(str(p) for p in parts[1].iter_parts()) if parts[1].is_multipart() else parts[1].get_payload()
+    return str(status), parts[2].get_content_type(), m
 
 
 def test_dane_ee_delivery_ignores_names_and_reports_usage_3(plane, delivery_lab):
@@ -171,3 +214,77 @@ def test_intake_refuses_clients_outside_allowed_networks(plane):
         greeting = s.recv(512).decode()
     assert greeting.startswith("554 5.7.1") and "127.0.0.2" in greeting, greeting
     gw.wait_log(r"event=session.refused .*reason=\"?not in allowed_networks", timeout=5)
+
+
+def test_null_mx_bounces_with_a_dsn_to_the_sender(plane):
+    gw, _ = plane
+    qid = submit_raw(gw, "sender@lab.test", "nobody@null-mx.test", "nullmx-1")
+    gw.wait_log(rf"event=message.failed .*qid={qid} .*domain=null-mx.test", timeout=30)
+    gw.wait_log(rf"event=dsn.queued .*about={qid} .*route=next_hop", timeout=10)
+    notice = util.wait_until(lambda: [m for m in gw.sink.messages() if "nullmx-1" in m.raw.decode(errors="replace")], 20,
+                             message="the DSN at the next hop")[0]
+    assert notice.mail_from == "" and notice.rcpt_to == ["sender@lab.test"]
+    status, returned, m = dsn_parts(notice)
+    assert "Action: failed" in status and "Status: 5.1.10" in status, status
+    assert "Final-Recipient: rfc822; nobody@null-mx.test" in status and f"X-Mxedge-Queue-ID: {qid}" in status, status
+    assert "null MX" in status  # the diagnostic names the policy that failed
+    assert returned == "message/rfc822"
+    assert m["Auto-Submitted"] == "auto-replied" and m["From"].startswith("Mail Delivery System")
+
+
+def test_no_bounce_of_a_bounce_and_notify_never(plane):
+    gw, _ = plane
+    before = len(gw.sink.messages())
+    q1 = submit_raw(gw, "", "nobody@null-mx.test", "bounce-of-bounce-1")
+    gw.wait_log(rf"event=dsn.suppressed .*qid={q1}", timeout=30)
+    q2 = submit_raw(gw, "sender@lab.test", "nobody@null-mx.test", "notify-never-1", ("NOTIFY=NEVER",))
+    gw.wait_log(rf"event=message.failed .*qid={q2}", timeout=30)
+    time.sleep(1.5)
+    assert not [m for m in gw.sink.messages()[before:] if "bounce-of-bounce-1" in m.raw.decode(errors="replace")
+                or "notify-never-1" in m.raw.decode(errors="replace")]
+    assert not gw.events("dsn.queued") or all(e.get("about") not in (q1, q2) for e in gw.events("dsn.queued"))
+
+
+@pytest.fixture
+def short_lived(plane, lab_root, lab_pki):
+    """A second gateway on the same control plane with a queue lifetime of seconds."""
+    gw, cp = plane
+    g = gw_mod.Gateway(lab_root.unique_sub("gw-short"), lab_pki, next_hop_port=gw.sink.port, hostname="gw2.lab.test",
+                       listeners=[dict(INTAKE[0])],
+                       config=outbound_config(cp, lab_root, lab_pki, retry_min="1s", retry_max="1s",
+                                              queue_lifetime="4s", delay_warning="1s"))
+    g.sink = gw.sink
+    g.start()
+    try:
+        yield g
+    finally:
+        g.stop()
+        g.cleanup()
+
+
+def test_queue_lifetime_ends_in_a_failure_notice_naming_the_last_reason(short_lived):
+    gw = short_lived
+    qid = submit_raw(gw, "sender@lab.test", "carol@dane-fail.dlv.test", "expire-1")
+    gw.wait_log(rf"event=message.expired .*qid={qid} .*domain=dane-fail.dlv.test", timeout=30)
+    notice = util.wait_until(lambda: [m for m in gw.sink.messages()
+                                      if "expire-1" in m.raw.decode(errors="replace") and "Action: failed" in m.raw.decode(errors="replace")],
+                             20, message="the failure notice")[0]
+    status, _, _ = dsn_parts(notice)
+    assert "Status: 4.7.5" in status and "delivery time expired" in status and "validation-failure" in status, status
+
+
+def test_delay_notice_only_when_asked_with_will_retry_until(short_lived):
+    gw = short_lived
+    qid = submit_raw(gw, "sender@lab.test", "carol@dane-fail.dlv.test", "delay-1", ("NOTIFY=DELAY,FAILURE",))
+    delayed = util.wait_until(lambda: [m for m in gw.sink.messages()
+                                       if "delay-1" in m.raw.decode(errors="replace") and "Action: delayed" in m.raw.decode(errors="replace")],
+                              20, message="the delay notice")[0]
+    status, returned, m = dsn_parts(delayed)
+    assert "Will-Retry-Until:" in status and m["Subject"].startswith("Delayed Mail"), status
+    assert len(gw.events("dsn.queued")) >= 1
+    qid_plain = submit_raw(gw, "sender@lab.test", "carol@dane-fail.dlv.test", "nodelay-1")
+    gw.wait_log(rf"event=message.expired .*qid={qid_plain}", timeout=30)
+    time.sleep(1)
+    assert not [m for m in gw.sink.messages()
+                if "nodelay-1" in m.raw.decode(errors="replace") and "Action: delayed" in m.raw.decode(errors="replace")]
+    del qid

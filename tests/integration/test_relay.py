@@ -153,3 +153,24 @@ def test_next_hop_verify_failure_is_not_downgraded(gateway_factory, postfix_fact
     time.sleep(3)
     assert rcv.maildir_messages() == []
     assert "message.relayed" not in gw.log_text()
+
+
+def test_permanent_refusal_at_the_next_hop_notifies_the_sender_once(sink_factory, gateway_factory):
+    """A 5xx from the next hop settles the recipient as failed and sends a DSN to an internal sender
+    through the next hop; when the next hop refuses that notice too, there is no notice about the
+    notice. An external sender cannot be notified while outbound delivery is off: logged, not queued."""
+    sink = sink_factory(hard_reject=["RCPT"])
+    gw = gateway_factory(sink.port)
+    internal = swaks.send("127.0.0.1", gw.smtp_port, to="alice@lab.test", sender="boss@lab.test",
+                          message_id="refused-1@lab.test")
+    assert internal.rc == 0, internal.transcript
+    qid = internal.queue_id()
+    gw.wait_log(rf"event=message\.failed\b.*\bqid={re.escape(qid)}\b", regex=True)
+    queued = gw.wait_log(rf"event=dsn\.queued\b.*\babout={re.escape(qid)}\b.*route=next_hop", regex=True)
+    dsn_qid = re.search(r"\bqid=(\S+)", queued).group(1)
+    gw.wait_log(rf"event=message\.failed\b.*\bqid={re.escape(dsn_qid)}\b", regex=True)   # the notice is refused too
+    gw.wait_log(rf"event=dsn\.suppressed\b.*\bqid={re.escape(dsn_qid)}\b", regex=True)    # and nothing about it
+    external = swaks.send("127.0.0.1", gw.smtp_port, to="bob@lab.test", sender="someone@remote.example",
+                          message_id="refused-2@remote.example")
+    assert external.rc == 0, external.transcript
+    gw.wait_log(rf"event=dsn\.not_sent\b.*\bqid={re.escape(external.queue_id())}\b", regex=True)

@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
-"""The inbound demo: one gateway, a lab CA, a Postfix receiver as the internal next hop, and swaks as
-the Internet's sending MTAs. Prints how each message arrived (TLS version and cipher on both legs,
-queue ids) and the gateway's log lines for it. Everything runs on loopback and is removed at the end.
+"""The demo, in two parts, everything on loopback and removed at the end.
+
+Inbound: one gateway, a lab CA, a Postfix receiver as the internal next hop, and swaks as the
+Internet's sending MTAs. Prints how each message arrived (TLS version and cipher on both legs, queue
+ids) and the gateway's log lines for it.
+
+Outbound: a DNSSEC-signed lab DNS (NSD, unbound), an MTA-STS policy host (nginx), Postfix receivers
+as the destinations' MX hosts (tests/lab/delivery.py), mxedge-controlplane compiling each
+destination's policy, and the gateway's outbound intake. Four messages: to a DANE-secure domain
+(delivered, DANE-verified), a domain whose MX answer is bogus (deferred, no connection), an MTA-STS
+enforce domain whose MX certificate does not match (deferred), and an insecure domain (delivered with
+opportunistic TLS); the trace of each is printed.
 """
 
 import os
@@ -12,6 +21,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 from lab import certs, gateway, postfix, swaks, util  # noqa: E402
+from lab import controlplane, delivery, dns, mta_sts  # noqa: E402
 
 
 def banner(text):
@@ -83,12 +93,111 @@ def main() -> int:
                 if missing:
                     print(f"demo: not delivered: {missing}", file=sys.stderr)
                     return 1
-                banner("done: every message was acknowledged only after it was on disk, and relayed over verified TLS")
-                return 0
+                banner("inbound done: every message was acknowledged only after it was on disk, and relayed over verified TLS")
             finally:
                 gw.stop()
+            return outbound_demo(lab, pki)
         finally:
             receiver.stop()
+
+
+OUTBOUND = [
+    ("dane-ee.dlv.test", "a DANE-secure domain (TLSA 3 1 1)", "delivered"),
+    ("bogus.dlv.test", "a domain whose MX answer fails DNSSEC validation", "deferred"),
+    ("sts-badcert.dlv.test", "an MTA-STS enforce domain whose MX certificate names another host", "deferred"),
+    ("insecure.dlv.test", "an unsigned (insecure) domain", "delivered"),
+]
+
+
+def outbound_demo(lab, pki) -> int:
+    import smtplib
+    from email.message import EmailMessage
+    import email.policy
+
+    banner("outbound lab: signed DNS (NSD + unbound), MTA-STS host (nginx), Postfix receivers as MX hosts")
+    dl = dns.DnsLab(lab.sub("dns"), leaf_cert=pki.ecdsa.cert, ca_cert=pki.ca_pem, bench_domains=0,
+                    sts_bench_domains=0, delivery=True, pki=pki)
+    dl.start()
+    dl.start_unbound()
+    sts = mta_sts.StsHttpsServer(lab.sub("sts"), dl, pki)
+    sts.start()
+    receivers = delivery.DeliveryLab(lab.sub("dlv"), dl, sts, pki)
+    cp = None
+    gw = None
+    try:
+        receivers.start()
+        for domain, what, _ in OUTBOUND:
+            c = receivers.case(domain)
+            print(f"   {domain:<24} {what}; MX " + ", ".join(f"{m.host} ({m.address})" for m in c.mx))
+        banner("mxedge-controlplane: DNSSEC validation from the lab's trust anchor, MTA-STS with the lab CA")
+        cp = controlplane.ControlPlane(lab.sub("cp"), dl, sts)
+        cp.start()
+        print(f"   policy socket {cp.socket_path}   log {cp.log_path}")
+        banner("gateway: mxedge-dataplane with an outbound intake listener (127.0.0.1 only)")
+        gw = gateway.Gateway(lab.sub("gateway-out"), pki, next_hop_port=1, hostname="gw.lab.test",
+                             listeners=[{"name": "intake", "tls_mode": "none", "role": "outbound",
+                                         "allowed_networks": ["127.0.0.1/32"]}],
+                             config={"outbound": {"enabled": True, "policy_socket": cp.socket_path,
+                                                  "policy_state_file": lab.sub("state") + "/policy.state",
+                                                  "ca_file": pki.ca_pem, "connect_timeout": "5s", "retry_min": "5m"}})
+        gw.start()
+        gw.wait_log(r"event=policy.link.connected", timeout=10)
+        host, port = gw.address("intake")
+        queued = {}
+        for i, (domain, what, _) in enumerate(OUTBOUND, 1):
+            msg = EmailMessage()
+            msg["From"] = "alice@lab.test"
+            msg["To"] = f"someone@{domain}"
+            msg["Subject"] = f"mxedge outbound demo {i}"
+            msg["Message-ID"] = f"<outbound-{i}-{int(time.time())}@lab.test>"
+            msg.set_content(f"to {what}\n")
+            with smtplib.SMTP(host, port, timeout=20) as smtp:
+                smtp.ehlo("internal.lab.test")
+                smtp.mail("alice@lab.test")
+                smtp.rcpt(f"someone@{domain}")
+                code, text = smtp.data(msg.as_bytes(policy=email.policy.SMTP))
+            queued[domain] = text.decode().rsplit(" ", 1)[-1]
+            print(f"   message {i} to someone@{domain}: {code} {text.decode()}")
+        banner("waiting for each outcome")
+        ok = True
+        for domain, what, expect in OUTBOUND:
+            pattern = (rf"event=message.delivered .*domain={domain} " if expect == "delivered"
+                       else rf"event=message.deferred .*domain={domain} ")
+            try:
+                gw.wait_log(pattern, timeout=40)
+            except util.LabTimeout:
+                ok = False
+        banner("trace (the gateway's log lines for each message; the control plane's policy for each domain)")
+        for domain, what, expect in OUTBOUND:
+            print(f"\n   {domain}: {what} -> expected {expect}")
+            for line in cp.log_text().splitlines():
+                if "event=policy.compiled" in line and f"domain={domain} " in line:
+                    print("     cp: " + line.split("event=", 1)[1])
+                    break
+            for line in gw.log_text().splitlines():
+                if f"qid={queued[domain]}" in line or ("event=delivery.attempt_failed" in line and f"domain={domain} " in line):
+                    print("     gw: " + line.split("event=", 1)[1])
+        for d, _, expect in OUTBOUND:
+            if expect == "delivered":
+                try:
+                    receivers.receiver(receivers.case(d).name).wait_maildir(1, timeout=15)
+                except Exception:  # reported below
+                    pass
+        got = {d: len(receivers.receiver(receivers.case(d).name).maildir_messages()) for d, _, _ in OUTBOUND}
+        banner("mailboxes of the destinations: " + ", ".join(f"{d} {n}" for d, n in got.items()))
+        if not ok or got["dane-ee.dlv.test"] != 1 or got["insecure.dlv.test"] != 1 or got["bogus.dlv.test"] or got["sts-badcert.dlv.test"]:
+            print("demo: an outbound outcome was not the expected one", file=sys.stderr)
+            return 1
+        banner("outbound done: delivered only where the destination's policy was satisfied; never downgraded")
+        return 0
+    finally:
+        if gw is not None:
+            gw.stop()
+        if cp is not None:
+            cp.stop()
+        receivers.cleanup()
+        sts.stop()
+        dl.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""Outbound delivery when things go away: the control plane down (unexpired policies keep working,
+nothing new is delivered without a policy), a restart with a queue of deferred mail, and a policy
+change while mail waits. Each test runs its own control plane and gateway against the delivery lab.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import smtplib
+from email.message import EmailMessage
+
+import pytest
+
+from lab import controlplane as cp_mod
+from lab import gateway as gw_mod
+from lab import util
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _binaries():
+    for reason in (cp_mod.missing_binary_reason(), gw_mod.missing_binary_reason()):
+        if reason:
+            pytest.skip(reason)
+
+
+@pytest.fixture
+def stack(delivery_lab, dns_lab, mta_sts_server, tmp_path, lab_pki):
+    """make_cp(config) / make_gw(cp, **outbound overrides): started instances, stopped afterwards."""
+    made = []
+
+    def make_cp(config: dict | None = None, name: str = "cp"):
+        cp = cp_mod.ControlPlane(str(tmp_path / name), dns_lab, mta_sts_server, config=config)
+        cp.start()
+        made.append(cp)
+        return cp
+
+    def make_gw(cp, **over):
+        ob = {"enabled": True, "policy_socket": cp.socket_path, "policy_state_file": str(tmp_path / "policy.state"),
+              "ca_file": lab_pki.ca_pem, "retry_min": "1s", "retry_max": "2s", "connect_timeout": "2s",
+              "command_timeout": "10s", "policy_wait": "3s"}
+        ob.update(over)
+        gw = gw_mod.Gateway(str(tmp_path / "gw"), lab_pki, next_hop_port=1, hostname="gw.lab.test",
+                            listeners=[{"name": "intake", "tls_mode": "none", "role": "outbound",
+                                        "allowed_networks": ["127.0.0.1/32"]}],
+                            config={"outbound": ob})
+        gw.start()
+        made.append(gw)
+        return gw
+
+    yield make_cp, make_gw
+    for x in reversed(made):
+        x.stop()
+    for x in made:
+        if isinstance(x, gw_mod.Gateway):
+            x.cleanup()
+
+
+def submit(gw, rcpt: str, subject: str) -> str:
+    msg = EmailMessage()
+    msg["From"] = "sender@lab.test"
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{subject}@lab.test>"
+    msg.set_content(f"resilience test {subject}\n")
+    host, port = gw.address("intake")
+    with smtplib.SMTP(host, port, timeout=20) as s:
+        s.ehlo("internal.lab.test")
+        assert s.mail("sender@lab.test")[0] == 250
+        assert s.rcpt(rcpt)[0] == 250
+        code, text = s.data(msg.as_bytes(policy=email.policy.SMTP))
+        assert code == 250, text
+    return text.decode().rsplit(" ", 1)[-1]
+
+
+def test_control_plane_down_keeps_unexpired_policies_and_never_guesses(stack, delivery_lab):
+    make_cp, make_gw = stack
+    cp = make_cp()
+    gw = make_gw(cp)
+    gw.wait_log(r"event=policy.link.connected", timeout=10)
+    first = submit(gw, "a@dane-ee.dlv.test", "cpdown-1")
+    gw.wait_log(rf"event=message.delivered .*qid={first} .*verified=dane", timeout=30)
+    cp.stop()
+    gw.wait_log(r"event=policy.link.lost", timeout=10)
+    # The policy compiled before (TTL 300 s) still applies: delivered, DANE-verified as before.
+    second = submit(gw, "b@dane-ee.dlv.test", "cpdown-2")
+    gw.wait_log(rf"event=message.delivered .*qid={second} .*verified=dane", timeout=30)
+    # A destination without a policy waits for one and is deferred; it is never tried without one.
+    delivery_lab.reset_connections()
+    third = submit(gw, "c@dane-ta.dlv.test", "cpdown-3")
+    line = gw.wait_log(rf"event=message.deferred .*qid={third}", timeout=15)
+    assert "no delivery policy for dane-ta.dlv.test" in line, line
+    assert delivery_lab.connections("mx.dane-ta.dlv.test") == 0
+    # The control plane returns: the deferred message gets its policy and goes out on the next retry.
+    cp.start()
+    gw.wait_log(rf"event=message.delivered .*qid={third} .*domain=dane-ta.dlv.test .*verified=dane", timeout=30)
+
+
+def test_restart_with_deferred_mail_delivers_it_once_the_mx_is_back(stack, delivery_lab):
+    make_cp, make_gw = stack
+    cp = make_cp()
+    gw = make_gw(cp)
+    receiver = delivery_lab.receiver("insecure")
+    before = len(receiver.maildir_messages())
+    receiver.stop()
+    try:
+        qids = [submit(gw, f"r{i}@insecure.dlv.test", f"restart-{i}") for i in range(5)]
+        for q in qids:
+            gw.wait_log(rf"event=message.deferred .*qid={q}", timeout=30)
+        gw.stop()
+        receiver.start()
+        gw.start()
+        gw.wait_log(r"event=worker.started .*spooled=", timeout=10)
+        for q in qids:
+            gw.wait_log(rf"event=message.delivered .*qid={q} .*domain=insecure.dlv.test", timeout=40)
+    finally:
+        if not receiver.running:
+            receiver.start()
+    util.wait_until(lambda: len(receiver.maildir_messages()) >= before + 5, 20, message="5 messages in the mailbox")
+    assert len(receiver.maildir_messages()) == before + 5  # each exactly once
+
+
+def test_a_policy_change_applies_to_queued_mail(stack, delivery_lab):
+    make_cp, make_gw = stack
+    cp = make_cp()
+    gw = make_gw(cp)
+    qid = submit(gw, "z@dane-fail.dlv.test", "policy-change-1")
+    gw.wait_log(rf"event=message.deferred .*qid={qid} .*domain=dane-fail.dlv.test", timeout=30)
+    # The operator turns DANE off for this destination (connector dane_mode none) and restarts the
+    # control plane: the data plane's next snapshot has no policy for it, the retry asks again and
+    # gets the new one.
+    cp.stop()
+    cp.config["connectors"] = [{"name": "nodane", "domains": ["dane-fail.dlv.test"], "dane_mode": "none"}]
+    cp.start()
+    line = gw.wait_log(rf"event=message.delivered .*qid={qid} .*domain=dane-fail.dlv.test", timeout=40)
+    assert "requirement=may" in line and "dane_mode=none" in line, line
+    assert delivery_lab.receiver("dane-fail").wait_maildir(1, timeout=15)
+
+
+def test_mandatory_modes_and_no_cleartext_defer_instead_of_downgrading(stack, delivery_lab):
+    make_cp, make_gw = stack
+    cp = make_cp({"connectors": [
+        {"name": "dane-required", "domains": ["insecure.dlv.test"], "dane_mode": "mandatory"},
+        {"name": "sts-required", "domains": ["dane-ee.dlv.test"], "mta_sts_mode": "mandatory"},
+        {"name": "tls-required", "domains": ["stripped.dlv.test"], "allow_cleartext": False},
+    ]})
+    gw = make_gw(cp)
+    delivery_lab.reset_connections()
+    q1 = submit(gw, "m1@insecure.dlv.test", "mandatory-dane-1")
+    q2 = submit(gw, "m2@dane-ee.dlv.test", "mandatory-sts-1")
+    q3 = submit(gw, "m3@stripped.dlv.test", "no-cleartext-1")
+    l1 = gw.wait_log(rf"event=message.deferred .*qid={q1}", timeout=30)
+    assert "DANE is mandatory" in l1 and "dane-required" in l1, l1
+    l2 = gw.wait_log(rf"event=message.deferred .*qid={q2}", timeout=30)
+    assert "MTA-STS is mandatory" in l2 and "publishes no MTA-STS policy" in l2, l2
+    l3 = gw.wait_log(rf"event=message.deferred .*qid={q3}", timeout=30)
+    assert "starttls-not-supported" in l3, l3
+    # Policy-level deferrals never open a connection.
+    assert delivery_lab.connections("mx.insecure.dlv.test") == 0
+    assert delivery_lab.connections("mx.dane-ee.dlv.test") == 0

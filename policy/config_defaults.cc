@@ -156,6 +156,7 @@ void apply_defaults(Config& c) {
   set_default_duration(ob->mutable_policy_wait(), ob->has_policy_wait(), 30);
   set_default_duration(ob->mutable_queue_lifetime(), ob->has_queue_lifetime(), 86400);
   set_default_duration(ob->mutable_delay_warning(), ob->has_delay_warning(), 4 * 3600);
+  set_default_duration(ob->mutable_trace_retention(), ob->has_trace_retention(), 7 * 86400);
 
   Logging* lg = c.mutable_logging();
   if (lg->format() == LOG_FORMAT_UNSPECIFIED) lg->set_format(LOG_FORMAT_LOGFMT);
@@ -350,6 +351,7 @@ void validate(const Config& c, const ProblemSink& problem) {
     problem("outbound", "connect_timeout, command_timeout and policy_wait must be positive");
   if (millis(ob.queue_lifetime()) < 1000) problem("outbound.queue_lifetime", "queue_lifetime must be at least 1s");
   if (millis(ob.delay_warning()) <= 0) problem("outbound.delay_warning", "delay_warning must be positive");
+  if (ob.trace_retention().seconds() < 60) problem("outbound.trace_retention", "trace_retention must be at least 1m");
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");

@@ -197,6 +197,33 @@ bool Destination::next_job(relay::RelayConnection*, relay::Job* job) {
   return true;
 }
 
+trace::TraceEvent Destination::event(const char* what, const relay::Job* job, const Conn* c) const {
+  trace::TraceEvent e;
+  e.ts_us = wall_us();
+  e.event = what;
+  e.domain = domain_;
+  if (job != nullptr) {
+    e.qid = job->entry->envelope.queue_id();
+    e.rcpts = static_cast<uint32_t>(job->rcpts.size());
+  }
+  if (policy_) {
+    e.dane_mode = std::string(policy::to_string(policy_->dane_mode));
+    e.sts_mode = std::string(policy::to_string(policy_->sts_mode));
+    e.dnssec = policy_->dnssec;
+    e.mta_sts = policy_->sts;
+  }
+  if (c != nullptr && policy_ && c->attempt < attempts_.size()) {
+    const policy::HostPolicy& h = host_of(*c);
+    e.host = h.name;
+    e.address = attempts_[c->attempt].address.ip_text();
+    e.requirement = std::string(policy::to_string(h.tls));
+    e.verification = c->tls.method.empty() ? "none" : c->tls.method;
+    e.dane_usage = c->tls.dane_usage;
+    e.dane_depth = c->tls.match_depth;
+  }
+  return e;
+}
+
 void Destination::backoff(relay::Job job, const std::string& reason) {
   spool::SpoolEntry* e = job.entry;
   const auto& ob = out_.runtime().outbound;
@@ -215,6 +242,10 @@ void Destination::backoff(relay::Job job, const std::string& reason) {
     }
     log::warning("message.expired").kv("worker", worker_index()).kv("qid", e->envelope.queue_id()).kv("domain", domain_)
         .kv("rcpts", static_cast<uint64_t>(job.rcpts.size())).kv("age_s", age_ms / 1000).kv("reason", reason);
+    auto te = event("expired", &job, nullptr);
+    te.detail = reply;
+    te.result_type = last_result_type_;
+    out_.trace(std::move(te));
     report(nullptr, job, results, domain_, nullptr, reply);
     spool().settle(e, results);  // may destroy the entry
     return;
@@ -233,6 +264,12 @@ void Destination::backoff(relay::Job job, const std::string& reason) {
   const int64_t at = out_.loop().now_ms() + delay;
   log::info("message.deferred").kv("worker", worker_index()).kv("qid", e->envelope.queue_id()).kv("domain", domain_)
       .kv("rcpts", static_cast<uint64_t>(job.rcpts.size())).kv("attempts", e->attempts).kv("retry_in_ms", delay).kv("reason", reason);
+  {
+    auto te = event("deferred", &job, nullptr);
+    te.detail = reason;
+    te.result_type = policy_ && policy_->verdict == policy::PolicyVerdict::kDefer ? policy_->result_type : last_result_type_;
+    out_.trace(std::move(te));
+  }
   deferred_.emplace(at, std::move(job));
   out_.wake_at(at);
 }
@@ -289,7 +326,13 @@ void Destination::report(relay::RelayConnection* c, const relay::Job& job, const
     failed.push_back({rr.index(), enhanced_status(rr.reply(), "5.0.0"), remote ? host_of(conn(c)).name : std::string(),
                       (remote ? "smtp; " : "x-mxedge; ") + rr.reply()});
   }
-  if (!failed.empty()) send_dsn(spool(), *job.entry, DsnKind::kFailure, std::move(failed), helo_name(), out_.accepted_domains());
+  if (!failed.empty()) {
+    auto te = event("failed", &job, c != nullptr ? &conn(c) : nullptr);
+    te.rcpts = static_cast<uint32_t>(failed.size());
+    te.detail = failed.front().diagnostic;
+    out_.trace(std::move(te));
+    send_dsn(spool(), *job.entry, DsnKind::kFailure, std::move(failed), helo_name(), out_.accepted_domains());
+  }
   if (delivered == 0 || c == nullptr) return;
   stats::bump(counters().outbound_delivered, delivered);
   const Conn& st = conn(c);
@@ -307,6 +350,18 @@ void Destination::report(relay::RelayConnection* c, const relay::Job& job, const
   line.kv("dane_mode", policy::to_string(policy_->dane_mode)).kv("mta_sts_mode", policy::to_string(policy_->sts_mode))
       .kv("dnssec", policy_->dnssec).kv("mta_sts", policy_->sts).kv("delay_ms", (wall_us() - env.received_at_us()) / 1000)
       .kv("reply", reply);
+  auto te = event("delivered", &job, &st);
+  te.rcpts = static_cast<uint32_t>(delivered);
+  if (ssl != nullptr) {
+    te.tls_version = SSL_get_version(ssl);
+    const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+    te.cipher = cipher != nullptr ? SSL_CIPHER_get_name(cipher) : "";
+  } else {
+    te.tls_version = "none";
+    te.verification = "none";
+  }
+  te.detail = reply;
+  out_.trace(std::move(te));
 }
 
 void Destination::hop_ok(relay::RelayConnection* c) {
@@ -325,6 +380,11 @@ void Destination::hop_failed(relay::RelayConnection* c, const std::string& reaso
   if (type.empty() && reason.find("starttls-not-supported") != std::string::npos) type = "starttls-not-supported";
   log::warning("delivery.attempt_failed").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name).kv("address", addr)
       .kv("requirement", policy::to_string(h.tls)).kv("reason", reason).kv("result_type", type);
+  last_result_type_ = type;
+  auto te = event("attempt_failed", nullptr, &st);
+  te.result_type = type;
+  te.detail = reason;
+  out_.trace(std::move(te));
   if (st.attempt == attempt_) {  // the first failure of this attempt moves the round on
     failures_.push_back(h.name + "[" + addr + "]: " + reason);
     ++attempt_;
@@ -394,6 +454,13 @@ Outbound::Outbound(worker::EventLoop& loop, spool::Spool& spool, unsigned worker
         for (auto& [d, dest] : destinations_) next = std::min(next, dest->next_deferred_ms());
         if (next != INT64_MAX) deferred_timer_.arm_at(next);
       }),
+      trace_expiry_timer_(&loop, [this] {
+        if (trace_) {
+          const size_t n = trace_->expire(wall_us());
+          if (n > 0) log::info("trace.expired").kv("worker", worker_).kv("events", static_cast<uint64_t>(n));
+        }
+        trace_expiry_timer_.arm_at(loop_.now_ms() + 3600 * 1000);
+      }),
       rng_(std::random_device{}() ^ (worker_index * 7919u)) {}
 
 Outbound::~Outbound() {
@@ -405,6 +472,13 @@ Outbound::~Outbound() {
 bool Outbound::set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime) {
   runtime_ = std::move(runtime);
   accepted_domains_.assign(runtime_->config.accepted_domains().begin(), runtime_->config.accepted_domains().end());
+  if (!trace_) {
+    std::string error;
+    const std::string path = trace::TraceStore::path_for(runtime_->config.spool().directory(), worker_);
+    trace_ = trace::TraceStore::open(path, runtime_->outbound.trace_retention_s, worker_, &error);
+    if (!trace_) log::error("trace.unavailable").kv("worker", worker_).kv("reason", error);
+    else trace_expiry_timer_.arm_at(loop_.now_ms() + 60 * 1000);
+  }
   if (!tls_) {
     std::string error;
     tls::OutboundTlsOptions o;

@@ -40,6 +40,7 @@
 #include "dataplane/spool/spool.h"
 #include "dataplane/stats/counters.h"
 #include "dataplane/tls/client_verify.h"
+#include "dataplane/trace/trace_store.h"
 #include "dataplane/worker/event_loop.h"
 #include "dataplane/worker/runtime_config.h"
 
@@ -96,6 +97,7 @@ class Destination final : public relay::ConnectionOwner {
     bool failed = false;  // failed as a host failure
     tls::VerifyOutcome tls;
   };
+  trace::TraceEvent event(const char* what, const relay::Job* job, const Conn* c) const;
   void plan_attempts();
   void start_connection(size_t attempt);
   void defer_all(const std::string& reason, const std::string& status);
@@ -112,6 +114,7 @@ class Destination final : public relay::ConnectionOwner {
   std::vector<Attempt> attempts_;
   size_t attempt_ = 0;                 // the attempt new connections of this round go to
   std::vector<std::string> failures_;  // this round's host failures
+  std::string last_result_type_;       // of this round's last host failure
   int64_t waiting_since_ms_ = -1;
   std::unordered_map<relay::RelayConnection*, Conn> conns_;
   std::vector<std::unique_ptr<relay::RelayConnection>> connections_;
@@ -146,6 +149,13 @@ class Outbound {
   std::mt19937_64& rng() { return rng_; }
   int64_t backoff_ms(uint32_t attempts);
   void wake_for_policy() { poll_timer_.arm_at(loop_.now_ms() + 100); }
+  // The message trace (null when it could not be opened: logged, delivery goes on).
+  void trace(trace::TraceEvent e) {
+    if (trace_) trace_->add(std::move(e));
+  }
+  void flush_trace() {
+    if (trace_) trace_->flush();
+  }
   void wake_at(int64_t when_ms);
 
  private:
@@ -161,8 +171,10 @@ class Outbound {
   std::vector<std::string> accepted_domains_;
   std::unique_ptr<tls::OutboundTls> tls_;
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
+  std::unique_ptr<trace::TraceStore> trace_;
   worker::FunctionTimer poll_timer_;
   worker::FunctionTimer deferred_timer_;
+  worker::FunctionTimer trace_expiry_timer_;
   bool stopping_ = false;
   std::mt19937_64 rng_;
 };

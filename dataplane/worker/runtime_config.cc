@@ -71,6 +71,7 @@ std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Con
   rt->outbound.policy_wait_ms = to_ms(ob.policy_wait());
   rt->outbound.queue_lifetime_ms = to_ms(ob.queue_lifetime());
   rt->outbound.delay_warning_ms = to_ms(ob.delay_warning());
+  rt->outbound.trace_retention_s = ob.trace_retention().seconds();
 
   const NextHop& nh = config.next_hop();
   RelayRuntime& r = rt->relay;

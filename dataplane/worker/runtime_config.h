@@ -50,6 +50,7 @@ struct OutboundRuntime {
   int64_t policy_wait_ms = 30000;
   int64_t queue_lifetime_ms = 86400000;
   int64_t delay_warning_ms = 4 * 3600000;
+  int64_t trace_retention_s = 7 * 86400;
 };
 
 struct RuntimeConfig {

@@ -255,7 +255,10 @@ void Worker::end_of_turn() {
   stats::set(counters_.spool_pending, spool_->pending_messages());
   graveyard_.clear();
   relay_->reap();
-  if (outbound_) outbound_->reap();
+  if (outbound_) {
+    outbound_->reap();
+    outbound_->flush_trace();
+  }
   if (loop_.now_ms() - last_flush_ms_ >= 1000) {
     spool_->flush();
     last_flush_ms_ = loop_.now_ms();

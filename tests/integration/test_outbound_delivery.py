@@ -288,3 +288,33 @@ def test_delay_notice_only_when_asked_with_will_retry_until(short_lived):
     assert not [m for m in gw.sink.messages()
                 if "nodelay-1" in m.raw.decode(errors="replace") and "Action: delayed" in m.raw.decode(errors="replace")]
     del qid
+
+
+def trace(gw, *args: str) -> list[dict]:
+    import json
+    import os
+    import subprocess
+    binary = os.path.join(gw_mod.build_dir(), "dataplane", "mxedge-trace")
+    p = subprocess.run([binary, "--spool", gw.spool_dir, "--json", *args], capture_output=True, text=True, timeout=20)
+    assert p.returncode in (0, 3), p.stderr
+    return [json.loads(l) for l in p.stdout.splitlines()]
+
+
+def test_message_trace_records_each_attempt_with_its_policy_and_verification(plane):
+    gw, _ = plane
+    qid = submit_raw(gw, "sender@lab.test", "trace@dane-fallback.dlv.test", "trace-1")
+    gw.wait_log(rf"event=message.delivered .*qid={qid}", timeout=30)
+    events = util.wait_until(lambda: [e for e in trace(gw, "--qid", qid) if e["event"] == "delivered"] and trace(gw, "--qid", qid),
+                             10, message="the delivered event in the trace")
+    d = [e for e in events if e["event"] == "delivered"][0]
+    assert d["host"] == "good.dane-fallback.dlv.test" and d["requirement"] == "dane" and d["verification"] == "dane"
+    assert d["dane_usage"] == 3 and d["tls"].startswith("TLSv1") and d["dnssec"] == "secure" and d["dane_mode"] == "opportunistic"
+    assert d["detail"].startswith("250 ")
+    # The domain's attempts include the failed first host, with the RFC 8460 result type.
+    failed = [e for e in trace(gw, "--domain", "dane-fallback.dlv.test") if e["event"] == "attempt_failed"]
+    assert failed and failed[-1]["host"] == "bad.dane-fallback.dlv.test" and failed[-1]["result_type"] == "validation-failure"
+    # Deferrals and their reasons are there too.
+    deferred = [e for e in trace(gw, "--domain", "dane-fail.dlv.test") if e["event"] == "deferred"]
+    assert deferred and "could be used" in deferred[0]["detail"]
+    # An unknown message is exit status 3 and no output.
+    assert trace(gw, "--qid", "NO-SUCH-QID") == []

@@ -38,6 +38,7 @@ struct HostPolicy {
   std::string name;        // MX host name: lower case, A-labels, no trailing dot
   uint16_t preference = 0;
   std::vector<std::string> addresses;  // IPv6 and IPv4 literals, as resolved
+  uint16_t port = 25;                  // 25 for MX hosts; a smart host's configured port
   TlsRequirement tls = TlsRequirement::kMay;
 
   // kDane: the usable TLSA records and the names a DANE-TA chain may carry (RFC 7672 §3.2.2): the

@@ -120,6 +120,7 @@ void to_proto(const DestinationPolicy& p, pb::DestinationPolicy* out) {
     o->set_cleartext_allowed(h.cleartext_allowed);
     o->set_min_tls_version(h.min_tls_version);
     o->set_reason(h.reason);
+    o->set_port(h.port == 25 ? 0 : h.port);
   }
   for (const auto& e : p.excluded) {
     pb::ExcludedHost* o = out->add_excluded();
@@ -205,6 +206,8 @@ std::optional<DestinationPolicy> from_proto(const pb::DestinationPolicy& m, std:
     hp.cleartext_allowed = h.cleartext_allowed();
     hp.sts_testing = h.sts_testing();
     if (h.reason().size() > kMaxText) return fail(at + ": reason too long");
+    if (h.port() > 65535) return fail(at + ": port out of range");
+    hp.port = h.port() == 0 ? 25 : static_cast<uint16_t>(h.port());
     hp.reason = h.reason();
     p.hosts.push_back(std::move(hp));
   }

@@ -32,6 +32,7 @@ nlohmann::json to_json(const policy::DestinationPolicy& p) {
       hj["dane_names"] = h.dane_names;
     }
     if (h.sts_testing) hj["mta_sts_testing"] = true;
+    if (h.port != 25) hj["port"] = h.port;
     if (h.tls == policy::TlsRequirement::kMay) hj["cleartext_allowed"] = h.cleartext_allowed;
     j["hosts"].push_back(hj);
   }

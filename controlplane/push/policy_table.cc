@@ -1,5 +1,9 @@
 #include "controlplane/push/policy_table.h"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
+
 #include "controlplane/policy_compiler/compiler.h"
 #include "policy/connectors.h"
 #include "policy/duration.h"
@@ -40,6 +44,10 @@ void PolicyTable::compile(const std::string& domain) {
   e.compiling = true;
   ++compiling_;
   const config::v1::Connector& connector = config::select_connector(config_, domain);
+  if (!connector.smart_host().empty()) {
+    compile_smart_host(domain, connector);
+    return;
+  }
   const bool want_sts = sts_cache_ != nullptr && connector.mta_sts_mode() != config::v1::CONNECTOR_MODE_NONE;
   struct Join {
     std::shared_ptr<const resolver::DestinationResult> dest;
@@ -55,7 +63,7 @@ void PolicyTable::compile(const std::string& domain) {
       auto cached = sts_cache_->cached(domain);
       sts_expires = cached ? cached->expires_at : now_() + join->sts->policy.max_age;
     }
-    finish(domain, join->dest, join->sts ? &*join->sts : nullptr, sts_expires);
+    finish(domain, join->dest, join->sts ? &*join->sts : nullptr, sts_expires, 0);
   };
   destinations_.resolve(domain, [join, done](const resolver::DestinationResolver::Result& d, bool) {
     join->dest = d;
@@ -69,8 +77,72 @@ void PolicyTable::compile(const std::string& domain) {
   }
 }
 
+// "host", "host:port", "192.0.2.1", "192.0.2.1:587", "[2001:db8::1]:587", "2001:db8::1".
+bool PolicyTable::parse_smart_host(const std::string& text, std::string* host, uint16_t* port) {
+  *port = 25;
+  std::string h = text;
+  std::string p;
+  bool has_port = false;
+  if (!h.empty() && h.front() == '[') {
+    const size_t close = h.find(']');
+    if (close == std::string::npos) return false;
+    if (h.size() > close + 1) {
+      if (h[close + 1] != ':') return false;
+      has_port = true;
+      p = h.substr(close + 2);
+    }
+    h = h.substr(1, close - 1);
+  } else if (std::count(h.begin(), h.end(), ':') == 1) {
+    has_port = true;
+    p = h.substr(h.find(':') + 1);
+    h = h.substr(0, h.find(':'));
+  }
+  if (has_port) {
+    if (p.empty()) return false;
+    if (p.size() > 5 || !std::all_of(p.begin(), p.end(), ::isdigit) || std::stoul(p) == 0 || std::stoul(p) > 65535) return false;
+    *port = static_cast<uint16_t>(std::stoul(p));
+  }
+  *host = h;
+  return !h.empty();
+}
+
+void PolicyTable::compile_smart_host(const std::string& domain, const config::v1::Connector& connector) {
+  std::string host;
+  uint16_t port = 25;
+  if (!parse_smart_host(connector.smart_host(), &host, &port)) {
+    auto d = std::make_shared<resolver::DestinationResult>();
+    d->domain = domain;
+    d->mx_state = resolver::MxState::kFailure;
+    d->why = "invalid smart_host '" + connector.smart_host() + "'";
+    finish(domain, d, nullptr, 0, 0);
+    return;
+  }
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1) {
+    // An address: nothing to resolve, and no DANE (TLSA needs a name).
+    auto d = std::make_shared<resolver::DestinationResult>();
+    d->domain = domain;
+    d->mx_state = resolver::MxState::kNoMx;
+    d->mx_security = resolver::Security::kSecure;
+    d->ttl = 3600;
+    resolver::MxHost h;
+    h.name = host;
+    h.address_security = resolver::Security::kInsecure;
+    resolver::AddressAnswer& a = host.find(':') == std::string::npos ? h.a : h.aaaa;
+    a.security = resolver::Security::kInsecure;
+    a.kind = resolver::AnswerKind::kData;
+    a.addresses.push_back(host);
+    d->hosts.push_back(std::move(h));
+    finish(domain, d, nullptr, 0, port);
+    return;
+  }
+  destinations_.resolve_host(host, port, [this, domain, port](const resolver::DestinationResolver::Result& d, bool) {
+    finish(domain, d, nullptr, 0, port);
+  });
+}
+
 void PolicyTable::finish(const std::string& domain, std::shared_ptr<const resolver::DestinationResult> dest,
-                         const mta_sts::StsResult* sts, int64_t sts_expires) {
+                         const mta_sts::StsResult* sts, int64_t sts_expires, uint16_t smart_host_port) {
   auto it = entries_.find(domain);
   if (it == entries_.end()) return;
   Entry& e = it->second;
@@ -81,6 +153,10 @@ void PolicyTable::finish(const std::string& domain, std::shared_ptr<const resolv
   const config::v1::Connector& connector = config::select_connector(config_, domain);
   auto p = std::make_shared<policy::DestinationPolicy>(
       policy_compiler::compile(connector, domain, *dest, policy_compiler::StsInput{sts, sts_expires}, now));
+  if (smart_host_port != 0) {
+    for (auto& h : p->hosts) h.port = smart_host_port;
+    p->sts = "not-applicable (smart host " + connector.smart_host() + ")";
+  }
   if (p->expires_at <= now) p->expires_at = now + 1;  // a policy is usable for at least a moment
   p->version = version_ + 1;
   log::info("policy.compiled")

@@ -59,7 +59,13 @@ class PolicyTable {
   };
   void compile(const std::string& domain);
   void finish(const std::string& domain, std::shared_ptr<const resolver::DestinationResult> dest,
-              const mta_sts::StsResult* sts, int64_t sts_expires);
+              const mta_sts::StsResult* sts, int64_t sts_expires, uint16_t smart_host_port);
+  void compile_smart_host(const std::string& domain, const config::v1::Connector& connector);
+
+ public:
+  static bool parse_smart_host(const std::string& text, std::string* host, uint16_t* port);
+
+ private:
   void publish(std::vector<std::shared_ptr<const policy::DestinationPolicy>> upserts, std::vector<std::string> removed);
 
   const config::v1::Config& config_;

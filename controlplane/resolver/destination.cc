@@ -117,13 +117,16 @@ std::vector<size_t> DestinationResult::delivery_order(std::mt19937& rng) const {
 struct DestinationResolver::Job : std::enable_shared_from_this<Job> {
   DestinationResolver* owner;
   std::string domain;
+  std::string key;            // in jobs_ and the cache: the domain, or "host:<name>:<port>"
+  bool host_only = false;     // a configured host (smart host): no MX lookup
+  uint16_t tlsa_port = 25;
   std::vector<Callback> callbacks;
   std::shared_ptr<DestinationResult> result = std::make_shared<DestinationResult>();
   size_t outstanding = 0;
   std::vector<size_t> host_pending;
   Clock::time_point expires = Clock::time_point::max();
 
-  Job(DestinationResolver* o, std::string d) : owner(o), domain(std::move(d)) {}
+  Job(DestinationResolver* o, std::string d) : owner(o), domain(std::move(d)), key(domain), tlsa_port(o->options_.tlsa_port) {}
 
   void launch(const std::string& name, uint16_t type, std::function<void(const LookupResult&)> fn) {
     ++outstanding;
@@ -138,6 +141,20 @@ struct DestinationResolver::Job : std::enable_shared_from_this<Job> {
 
   void start() {
     result->domain = domain;
+    if (host_only) {
+      // The host is configured, not taken from DNS: as trustworthy as the configuration. Its
+      // addresses and TLSA records are looked up (and validated) as for an MX host.
+      result->mx_state = MxState::kNoMx;
+      result->mx_security = Security::kSecure;
+      MxHost host;
+      host.name = domain;
+      result->hosts.push_back(std::move(host));
+      host_pending.assign(1, 0);
+      ++outstanding;  // lookups answered from a cache complete at once: finish only after all started
+      begin_host(0);
+      if (--outstanding == 0) done();
+      return;
+    }
     launch(domain, kTypeMx, [this](const LookupResult& r) { on_mx(r); });
   }
 
@@ -256,7 +273,7 @@ struct DestinationResolver::Job : std::enable_shared_from_this<Job> {
     }
     // TLSA base names: the CNAME-expanded name first, then the original name.
     const AddressAnswer& fam = (h.a.security == Security::kSecure && h.a.kind == AnswerKind::kData) ? h.a : h.aaaa;
-    const std::string prefix = "_" + std::to_string(owner->options_.tlsa_port) + "._tcp.";
+    const std::string prefix = "_" + std::to_string(tlsa_port) + "._tcp.";
     std::vector<std::string> names{prefix + (fam.canonical_name.empty() ? h.name : fam.canonical_name)};
     if (names[0] != prefix + h.name) names.push_back(prefix + h.name);
     lookup_tlsa(i, std::move(names), 0);
@@ -302,7 +319,7 @@ struct DestinationResolver::Job : std::enable_shared_from_this<Job> {
     const auto left = std::chrono::ceil<std::chrono::seconds>(expires - now);
     result->ttl = static_cast<uint32_t>(std::max<int64_t>(left.count(), 0));
     auto keep = shared_from_this();  // finish() erases the owner's reference
-    owner->finish(domain, result, expires);
+    owner->finish(key, result, expires);
   }
 };
 
@@ -330,6 +347,26 @@ void DestinationResolver::resolve(std::string_view domain, Callback callback) {
   auto job = std::make_shared<Job>(this, name);
   job->callbacks.push_back(std::move(callback));
   jobs_.emplace(name, job);
+  job->start();
+}
+
+void DestinationResolver::resolve_host(std::string_view host, uint16_t port, Callback callback) {
+  const std::string name = normalize_name(host);
+  const std::string key = "host:" + name + ":" + std::to_string(port);
+  if (Result hit = cache_.get(key, Clock::now())) {
+    callback(hit, true);
+    return;
+  }
+  if (auto it = jobs_.find(key); it != jobs_.end()) {
+    it->second->callbacks.push_back(std::move(callback));
+    return;
+  }
+  auto job = std::make_shared<Job>(this, name);
+  job->key = key;
+  job->host_only = true;
+  job->tlsa_port = port;
+  job->callbacks.push_back(std::move(callback));
+  jobs_.emplace(key, job);
   job->start();
 }
 

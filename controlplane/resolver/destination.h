@@ -127,6 +127,11 @@ class DestinationResolver {
   // resolver's event base. Concurrent resolutions of one domain share the work.
   void resolve(std::string_view domain, Callback callback);
 
+  // A configured host (a connector's smart host): its addresses and TLSA at _<port>._tcp.<host>,
+  // resolved and classified as for an MX host, without an MX lookup. The result has mx_state kNoMx
+  // and one host; mx_security is kSecure (the name comes from the configuration, not from DNS).
+  void resolve_host(std::string_view host, uint16_t port, Callback callback);
+
   // The cached result only (no DNS); nullptr when absent or expired. The warm path.
   Result cached(std::string_view domain);
 

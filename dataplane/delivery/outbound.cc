@@ -145,7 +145,7 @@ void Destination::plan_attempts() {
   }
   for (size_t h : order) {
     for (const std::string& a : policy_->hosts[h].addresses) {
-      if (auto addr = SocketAddress::from_ip_port(a, 25)) attempts_.push_back({h, *addr});
+      if (auto addr = SocketAddress::from_ip_port(a, policy_->hosts[h].port)) attempts_.push_back({h, *addr});
     }
   }
 }

@@ -157,3 +157,22 @@ def test_mandatory_modes_and_no_cleartext_defer_instead_of_downgrading(stack, de
     # Policy-level deferrals never open a connection.
     assert delivery_lab.connections("mx.insecure.dlv.test") == 0
     assert delivery_lab.connections("mx.dane-ee.dlv.test") == 0
+
+
+def test_smart_host_routes_by_connector_by_name_with_dane_and_by_address(stack, delivery_lab):
+    make_cp, make_gw = stack
+    fail_addr = delivery_lab.address("mx.dane-fail.dlv.test")
+    cp = make_cp({"connectors": [
+        # By name: no MX lookup; the host's addresses and TLSA are resolved and validated, so DANE applies.
+        {"name": "via-name", "domains": ["dane-ta.dlv.test"], "smart_host": "mx.dane-ta.dlv.test:25"},
+        # By address: no DNS at all and so no DANE; the destination's own (mismatching) TLSA is not used.
+        {"name": "via-address", "domains": ["dane-fail.dlv.test"], "smart_host": f"{fail_addr}:25"},
+    ]})
+    gw = make_gw(cp)
+    q1 = submit(gw, "s1@dane-ta.dlv.test", "smarthost-name-1")
+    l1 = gw.wait_log(rf"event=message.delivered .*qid={q1}", timeout=30)
+    assert "host=mx.dane-ta.dlv.test" in l1 and "verified=dane" in l1 and "dane_usage=2" in l1, l1
+    q2 = submit(gw, "s2@dane-fail.dlv.test", "smarthost-address-1")
+    l2 = gw.wait_log(rf"event=message.delivered .*qid={q2}", timeout=30)
+    assert f"host={fail_addr}" in l2 and "requirement=may" in l2, l2
+    cp.wait_log(r"event=policy.compiled .*domain=dane-fail.dlv.test .*connector=via-address")

@@ -34,6 +34,7 @@ DestinationPolicy sample() {
   m.tls = TlsRequirement::kMay;
   m.cleartext_allowed = true;
   m.sts_testing = true;
+  m.port = 587;
   p.hosts = {d, m};
   p.excluded = {{"mx3.example.test", "TLSA bogus", "dnssec-invalid"}};
   p.dnssec = "secure";
@@ -67,6 +68,8 @@ TEST(PolicyCodec, RoundTripKeepsEveryField) {
   EXPECT_EQ(back->hosts[1].tls, TlsRequirement::kMay);
   EXPECT_TRUE(back->hosts[1].cleartext_allowed);
   EXPECT_TRUE(back->hosts[1].sts_testing);
+  EXPECT_EQ(back->hosts[1].port, 587);
+  EXPECT_EQ(back->hosts[0].port, 25);
   ASSERT_EQ(back->excluded.size(), 1u);
   EXPECT_EQ(back->excluded[0].result_type, "dnssec-invalid");
   EXPECT_EQ(back->sts_mx, p.sts_mx);
@@ -100,6 +103,7 @@ TEST(PolicyCodec, InvalidPoliciesAreRefusedWithTheReason) {
       {"tls 1.1", [](auto& m) { m.mutable_hosts(0)->set_min_tls_version(0x0302); }, "min_tls_version must be TLS 1.2 or 1.3"},
       {"cleartext with webpki", [](auto& m) { m.mutable_hosts(1)->set_tls(pb::TLS_REQUIREMENT_WEBPKI); }, "cleartext allowed with a TLS requirement"},
       {"preference", [](auto& m) { m.mutable_hosts(0)->set_preference(70000); }, "preference out of range"},
+      {"port", [](auto& m) { m.mutable_hosts(0)->set_port(70000); }, "port out of range"},
       {"no expiry", [](auto& m) { m.set_expires_at(0); }, "no expiry"},
       {"host name with space", [](auto& m) { m.mutable_hosts(0)->set_name("mx 1"); }, "invalid host name"},
   };

@@ -184,6 +184,12 @@ void validate(const Config& c, const ProblemSink& problem) {
     } else if (l.certificates_size() == 0) {
       problem(p, "listener '" + l.name() + "' offers TLS but has no certificates");
     }
+    if (!l.client_ca_file().empty() && access(l.client_ca_file().c_str(), R_OK) != 0)
+      problem(p + ".client_ca_file", "cannot read client CA file " + l.client_ca_file());
+    if (l.require_client_certificate()) {
+      if (l.client_ca_file().empty()) problem(p + ".require_client_certificate", "require_client_certificate needs client_ca_file");
+      if (l.tls_mode() == TLS_MODE_NONE) problem(p + ".require_client_certificate", "require_client_certificate needs tls_mode starttls or implicit");
+    }
     if (l.role() == LISTENER_ROLE_OUTBOUND) {
       if (!c.outbound().enabled()) problem(p + ".role", "listener '" + l.name() + "' is an outbound intake but outbound.enabled is false");
       if (l.allowed_networks_size() == 0)

@@ -228,6 +228,9 @@ void ServerSession::cmd_ehlo(std::string_view args, bool extended) {
 void ServerSession::cmd_mail(std::string_view args) {
   if (helo_.empty()) return reply("503 5.5.1 Error: send HELO/EHLO first");
   if (policy_->require_tls && !tls_.active) return reply("530 5.7.0 Must issue a STARTTLS command first");
+  if (policy_->require_client_certificate && !tls_.client_verified)
+    return reply(tls_.active ? "530 5.7.0 A client certificate from a trusted CA is required"
+                             : "530 5.7.0 Must issue a STARTTLS command first (with a client certificate)");
   if (in_transaction_) return reply("503 5.5.1 Error: nested MAIL command");
   MailParseResult r = parse_mail_from(args);
   if (r.path_error != PathError::kNone) return reply("501 5.1.7 Bad sender address syntax");

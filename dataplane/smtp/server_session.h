@@ -34,6 +34,8 @@ struct SessionPolicy {
   bool require_tls = false;
   // Outbound intake: recipients in any domain (the listener admits only the organisation's servers).
   bool outbound = false;
+  // MAIL needs a verified client certificate (530 5.7.0 otherwise).
+  bool require_client_certificate = false;
   uint32_t command_line_length = 2048;
   uint32_t text_line_length = 1000;
   uint32_t recipients_per_message = 1000;
@@ -46,6 +48,8 @@ struct TlsState {
   std::string version;  // "TLSv1.3"
   std::string cipher;
   int bits = 0;
+  bool client_verified = false;  // the client presented a certificate that verified
+  std::string client_subject;
 };
 
 struct Recipient {

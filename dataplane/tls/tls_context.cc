@@ -34,7 +34,8 @@ std::string last_error() {
   return out.empty() ? "unknown TLS error" : out;
 }
 
-ContextPtr make_server_context(const std::vector<CertificateFiles>& certificates, std::string* error) {
+ContextPtr make_server_context(const std::vector<CertificateFiles>& certificates, std::string* error,
+                               const std::string& client_ca_file) {
   ContextPtr ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
   if (!ctx) {
     *error = "SSL_CTX_new: " + last_error();
@@ -58,6 +59,16 @@ ContextPtr make_server_context(const std::vector<CertificateFiles>& certificates
       *error = "private key " + c.key_file + " does not match certificate " + c.cert_file;
       return nullptr;
     }
+  }
+  if (!client_ca_file.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx.get(), client_ca_file.c_str(), nullptr) != 1) {
+      *error = "cannot load client CA file " + client_ca_file + ": " + last_error();
+      return nullptr;
+    }
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca_file.c_str());
+    if (names != nullptr) SSL_CTX_set_client_CA_list(ctx.get(), names);
+    // Ask, verify, but let the handshake finish either way: the SMTP session refuses MAIL.
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
   }
   return ctx;
 }
@@ -91,6 +102,13 @@ smtp::TlsState describe(const SSL* ssl) {
   if (c != nullptr) {
     t.cipher = SSL_CIPHER_get_name(c);
     t.bits = SSL_CIPHER_get_bits(c, nullptr);
+  }
+  if (!SSL_is_server(ssl)) return t;
+  if (X509* peer = SSL_get0_peer_certificate(ssl)) {
+    t.client_verified = SSL_get_verify_result(ssl) == X509_V_OK;
+    char buf[256];
+    X509_NAME_oneline(X509_get_subject_name(peer), buf, sizeof buf);
+    t.client_subject = buf;
   }
   return t;
 }

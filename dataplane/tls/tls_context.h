@@ -27,7 +27,10 @@ using ContextPtr = std::shared_ptr<SSL_CTX>;
 
 // Server context with every certificate loaded (one ECDSA and one RSA may coexist; OpenSSL picks by
 // the client's signature algorithms). Returns null and sets *error on any problem.
-ContextPtr make_server_context(const std::vector<CertificateFiles>& certificates, std::string* error);
+// With `client_ca_file`, clients are asked for a certificate from those CAs; the handshake never fails
+// for it (describe() reports whether one verified, and the session decides).
+ContextPtr make_server_context(const std::vector<CertificateFiles>& certificates, std::string* error,
+                               const std::string& client_ca_file = "");
 
 struct ClientOptions {
   bool verify = false;      // verify the chain and the name

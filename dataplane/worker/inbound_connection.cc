@@ -247,11 +247,14 @@ void InboundConnection::after_step() {
         worker_.spool().stage(std::move(m), [this, line, rcpts](smtp::CommitStatus st) {
           if (st == smtp::CommitStatus::kOk) {
             stats::bump(worker_.counters().messages_accepted);
-            log::info("message.accepted").kv("worker", worker_.index()).kv("qid", line->queue_id)
+            auto accepted = log::info("message.accepted");
+            accepted.kv("worker", worker_.index()).kv("qid", line->queue_id)
                 .kv("listener", line->listener).kv("peer", peer_.to_string()).kv("helo", line->helo)
                 .kv("from", "<" + line->mail_from + ">").kv("rcpts", static_cast<uint64_t>(rcpts)).kv("size", line->size)
                 .kv("tls", line->tls.active ? line->tls.version : std::string("none"))
                 .kv("cipher", line->tls.active ? line->tls.cipher : std::string("none"));
+            if (!line->tls.client_subject.empty())
+              accepted.kv("client_cert", line->tls.client_verified ? "verified" : "unverified").kv("client_subject", line->tls.client_subject);
           } else {
             stats::bump(worker_.counters().spool_commit_failures);
             log::warning("message.refused").kv("worker", worker_.index()).kv("qid", line->queue_id)

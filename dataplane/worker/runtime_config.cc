@@ -29,7 +29,7 @@ std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Con
       std::vector<tls::CertificateFiles> certs;
       for (const auto& c : l.certificates()) certs.push_back({c.cert_file(), c.key_file()});
       std::string err;
-      lr.ssl_ctx = tls::make_server_context(certs, &err);
+      lr.ssl_ctx = tls::make_server_context(certs, &err, l.client_ca_file());
       if (!lr.ssl_ctx) {
         *error = "listener " + l.name() + ": " + err;
         return nullptr;
@@ -43,6 +43,7 @@ std::shared_ptr<const RuntimeConfig> build_runtime(const mxedge::config::v1::Con
     p->implicit_tls = l.tls_mode() == TLS_MODE_IMPLICIT;
     p->require_tls = l.require_tls();
     p->outbound = l.role() == mxedge::config::v1::LISTENER_ROLE_OUTBOUND;
+    p->require_client_certificate = l.require_client_certificate();
     for (const auto& n : l.allowed_networks()) {
       auto prefix = xdp::IpPrefix::parse(n);
       if (!prefix) {

@@ -176,3 +176,43 @@ def test_smart_host_routes_by_connector_by_name_with_dane_and_by_address(stack, 
     l2 = gw.wait_log(rf"event=message.delivered .*qid={q2}", timeout=30)
     assert f"host={fail_addr}" in l2 and "requirement=may" in l2, l2
     cp.wait_log(r"event=policy.compiled .*domain=dane-fail.dlv.test .*connector=via-address")
+
+
+def test_intake_can_require_a_client_certificate(stack, lab_pki, tmp_path):
+    """With require_client_certificate, MAIL needs a certificate that verifies against client_ca_file;
+    without one (or from another CA) it is 530 5.7.0. The accepted message logs the client's subject."""
+    import ssl
+    make_cp, make_gw = stack
+    cp = make_cp()
+    gw = gw_mod.Gateway(str(tmp_path / "gw-cert"), lab_pki, next_hop_port=1, hostname="gw.lab.test",
+                        listeners=[{"name": "intake", "tls_mode": "starttls", "role": "outbound",
+                                    "allowed_networks": ["127.0.0.1/32"], "client_ca_file": lab_pki.ca_pem,
+                                    "require_client_certificate": True}],
+                        config={"outbound": {"enabled": True, "policy_socket": cp.socket_path,
+                                             "policy_state_file": str(tmp_path / "cert.state")}})
+    gw.start()
+    try:
+        host, port = gw.address("intake")
+        good = lab_pki.issue("internal-server", ["app1.lab.test"])
+        rogue = lab_pki.issue_untrusted("rogue-server", ["app1.lab.test"])
+
+        def mail(cert):
+            ctx = ssl.create_default_context(cafile=lab_pki.ca_pem)
+            ctx.check_hostname = False
+            if cert is not None:
+                ctx.load_cert_chain(cert.chain, cert.key)
+            with smtplib.SMTP(host, port, timeout=20) as s:
+                s.ehlo("app1.lab.test")
+                s.starttls(context=ctx)
+                s.ehlo("app1.lab.test")
+                return s.mail("sender@lab.test")
+        assert mail(None)[0] == 530
+        code, text = mail(rogue)
+        assert code == 530 and b"client certificate" in text, text
+        assert mail(good)[0] == 250
+        with smtplib.SMTP(host, port, timeout=20) as s:  # no STARTTLS at all
+            s.ehlo("app1.lab.test")
+            assert s.mail("sender@lab.test")[0] == 530
+    finally:
+        gw.stop()
+        gw.cleanup()

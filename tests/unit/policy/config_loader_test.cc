@@ -352,5 +352,36 @@ TEST(ConfigLoader, OutboundAndPrivateResolverSettings) {
   EXPECT_NE(long_path.error_text().find("longer than a Unix socket path"), std::string::npos);
 }
 
+TEST(ConfigLoader, OutboundIntakeListenerRules) {
+  const std::string base =
+      "hostname: mx.lab.test\naccepted_domains: [lab.test]\nnext_hop: {host: 127.0.0.1, port: 2600}\n"
+      "spool: {directory: /tmp/mxedge-spool}\nworkers: {cores: [0]}\n";
+  auto bad = load_config_text(base +
+                                  "listeners:\n"
+                                  "  - {name: intake, address: \"127.0.0.1:2587\", tls_mode: none, role: outbound,\n"
+                                  "     require_client_certificate: true, allowed_networks: [\"10.0.0.0/33\", \"nonsense\"]}\n"
+                                  "  - {name: in, address: \"127.0.0.1:2526\", tls_mode: none, allowed_networks: [\"10.0.0.0/8\"]}\n",
+                              "m.yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string all = bad.error_text();
+  for (const char* want : {"is an outbound intake but outbound.enabled is false", "require_client_certificate needs client_ca_file",
+                           "require_client_certificate needs tls_mode starttls or implicit", "invalid network '10.0.0.0/33'",
+                           "invalid network 'nonsense'", "allowed_networks applies to outbound intake listeners only"})
+    EXPECT_NE(all.find(want), std::string::npos) << want << "\n" << all;
+  auto none = load_config_text(base +
+                                   "outbound: {enabled: true}\nlisteners:\n"
+                                   "  - {name: intake, address: \"127.0.0.1:2587\", tls_mode: none, role: outbound}\n",
+                               "m.yaml");
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.error_text().find("needs allowed_networks (never an open relay)"), std::string::npos) << none.error_text();
+  auto good = load_config_text(base +
+                                   "outbound: {enabled: true}\nlisteners:\n"
+                                   "  - {name: intake, address: \"127.0.0.1:2587\", tls_mode: none, role: outbound,\n"
+                                   "     allowed_networks: [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"]}\n",
+                               "m.yaml");
+  ASSERT_TRUE(good.ok()) << good.error_text();
+  EXPECT_EQ(good.config->listeners(0).role(), v1::LISTENER_ROLE_OUTBOUND);
+}
+
 }  // namespace
 }  // namespace mxedge::config

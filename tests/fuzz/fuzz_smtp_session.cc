@@ -58,7 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (m.envelope.recipients.empty()) std::abort();  // never a message without recipients
         s.commit_done((commits++ % 3 == 2) ? CommitStatus::kNoSpace : CommitStatus::kOk);
       } else if (w == ServerSession::Want::kStartTls) {
-        s.tls_started(TlsState{true, "TLSv1.3", "TLS_AES_128_GCM_SHA256", 128});
+        s.tls_started(TlsState{true, "TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, false, ""});
       } else {
         break;
       }

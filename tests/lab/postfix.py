@@ -26,7 +26,8 @@ Roles (factory functions below):
   receiver(...)        final destination for `domains`, STARTTLS with lab certs, virtual(8) Maildir
                        delivery into DIR/mail/mailbox/ (read with .maildir_messages()); hold=True keeps
                        accepted messages in the hold queue so a test can read their envelope
-                       (.envelope(queue_id), e.g. DSN NOTIFY/ORCPT/RET/ENVID records).
+                       (.envelope(queue_id), e.g. DSN NOTIFY/ORCPT/RET/ENVID records); discard="smtpd"
+                       or "transport" sinks them instead (benchmarks; DISCARDED_RE counts them).
   sender(...)          relays everything to relayhost [127.0.0.1]:PORT with smtp_tls_security_level
                        verify (lab CA, name mx.lab.test) or encrypt/may/none; inject with .sendmail()
                        or SMTP into its own smtpd; .wait_queue_empty().
@@ -112,9 +113,12 @@ def _conf_value(v) -> str:
 class PostfixInstance:
     def __init__(self, workdir: str, name: str = "postfix", smtpd_port: int | None = None,
                  hostname: str | None = None, main_cf: dict | None = None, smtpd_options: dict | None = None,
-                 extra_master_cf: str = "", host: str = "127.0.0.1"):
+                 extra_master_cf: str = "", host: str = "127.0.0.1", resolv_conf: str | None = None):
         """host: the IPv4 loopback address smtpd listens on (master.cf); smtpd_port: a
-        fixed port (kept on "Address already in use", which is then an error), else a free one."""
+        fixed port (kept on "Address already in use", which is then an error), else a free one.
+        resolv_conf: a file to bind-mount on /etc/resolv.conf in a private mount namespace that
+        `postfix start` (and so the master and every daemon it spawns) runs in; nothing is
+        mounted in the caller's namespace (see master_resolv_conf())."""
         self.dir = workdir
         self.name = name
         os.makedirs(workdir, exist_ok=True)
@@ -132,6 +136,7 @@ class PostfixInstance:
         self.hostname = hostname or f"{name}.lab.test"
         self.smtpd_options = dict(smtpd_options or {})
         self.extra_master_cf = extra_master_cf
+        self.resolv_conf = resolv_conf
         self.main_cf: dict[str, object] = self._base_main_cf()
         self.main_cf.update(main_cf or {})
         self._token: int | None = None
@@ -222,6 +227,15 @@ class PostfixInstance:
     def running(self) -> bool:
         return self.master_pid() is not None
 
+    def master_resolv_conf(self) -> dict:
+        """What the running master sees: {"pid", "mnt_ns", "resolv_conf"} (its mount namespace
+        and /etc/resolv.conf, read through /proc/PID/root), for checking resolv_conf took effect."""
+        pid = self.master_pid()
+        if pid is None:
+            raise RuntimeError(f"postfix {self.name} is not running")
+        return {"pid": pid, "mnt_ns": os.readlink(f"/proc/{pid}/ns/mnt"),
+                "resolv_conf": util.read_text(f"/proc/{pid}/root/etc/resolv.conf")}
+
     def _smtpd_listening(self) -> bool:
         """A listening socket on host:smtpd_port (the address matters: several instances may use
         port 25 on different 127.x addresses)."""
@@ -246,7 +260,12 @@ class PostfixInstance:
         for attempt in range(5):
             self._write_config()
             log_offset = len(util.read_text(self.maillog))
-            cp = self._cmd(POSTFIX, "-c", self.etc, "start", check=False)
+            argv = [POSTFIX, "-c", self.etc, "start"]
+            if self.resolv_conf:
+                # the master daemonizes inside the namespace; it lives as long as the master does
+                argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv_conf, *argv]
+            cp = self._cmd(*argv, check=False)
             self._token = self._token or util.register_cleanup(self.stop)
             ok = cp.returncode == 0
             if ok:
@@ -429,6 +448,10 @@ class PostfixInstance:
         return [m for m in self.maildir_messages(mailbox) if (m.message_id or "").strip("<>") == want]
 
 
+# one line per message a receiver(discard=...) sank: "smtpd" mode / "transport" mode
+DISCARDED_RE = {"smtpd": re.compile(r"/smtpd\[\d+\]: \w+: discard: END-OF-MESSAGE "),
+                "transport": re.compile(r"/discard\[\d+\]: \w+: to=.* status=sent ")}
+
 _NOTIFY_BITS = {1: "NEVER", 2: "SUCCESS", 4: "FAILURE", 8: "DELAY"}   # Postfix dsn_mask.h
 
 
@@ -486,14 +509,20 @@ def _chain_files(certs: list) -> str:
 def receiver(workdir: str, pki, domains: list[str] | None = None, name: str = "receiver",
              tls: str = "may", certs: list | None = None, hold: bool = False,
              main_cf: dict | None = None, smtpd_port: int | None = None, host: str = "127.0.0.1",
-             hostname: str | None = None) -> PostfixInstance:
+             hostname: str | None = None, discard: str | None = None) -> PostfixInstance:
     """A final-destination Postfix for `domains` (default lab.test) with STARTTLS ("may", or
     "encrypt" to require it) using the lab ECDSA and RSA certificates (or `certs`: ServerCerts,
     each served with its chain file). Every recipient of those domains is delivered by virtual(8)
     into the Maildir DIR/mail/mailbox/ (Delivered-To: shows the envelope recipient). hold=True:
     accepted messages go to the hold queue instead (see envelope()). host/smtpd_port: where smtpd
     listens (default 127.0.0.1, a free port; lab/delivery.py uses 127.53.X.N:25); hostname:
-    myhostname (default NAME.lab.test)."""
+    myhostname (default NAME.lab.test).
+    discard: a fast sink instead of Maildir delivery (for benchmarks): "smtpd" = smtpd's DISCARD
+    action at end of data (the client gets "250 ... queued as"; cleanup removes the queue file
+    without fsync, no queue manager or delivery agent; maillog: one "discard: END-OF-MESSAGE" line
+    per message, DISCARDED_RE), "transport" = accepted into the queue (fsync) and delivered by the
+    discard(8) transport (maillog: "status=sent" per message). Both set in_flow_delay = 0 (a sink
+    must not pace its clients; see the comment below)."""
     domains = domains or ["lab.test"]
     nobody = pwd.getpwnam("nobody")
     cf = {
@@ -512,6 +541,17 @@ def receiver(workdir: str, pki, domains: list[str] | None = None, name: str = "r
     }
     if hold:
         cf["smtpd_recipient_restrictions"] = "check_client_access static:HOLD"
+    if discard == "smtpd":
+        cf["smtpd_end_of_data_restrictions"] = "check_client_access static:DISCARD"
+    elif discard == "transport":
+        cf["virtual_transport"] = "discard:"
+    if discard in ("smtpd", "transport"):
+        # no back-pressure: the queue manager refills smtpd's flow-control tokens only for mail it
+        # picks up, which DISCARD never reaches; with in_flow_delay 1s (default) every smtpd pauses
+        # 1 s at MAIL FROM once the tokens are used up (about every 100 messages)
+        cf["in_flow_delay"] = "0s"
+    elif discard is not None:
+        raise ValueError(f"discard must be None, 'smtpd' or 'transport', not {discard!r}")
     cf.update(main_cf or {})
     return PostfixInstance(workdir, name=name, main_cf=cf, smtpd_port=smtpd_port,
                            hostname=hostname or f"{name}.lab.test", host=host)

@@ -210,7 +210,7 @@ TEST_F(SessionTest, StartTlsDiscardsPipelinedPlaintextAndResetsState) {
   session->on_input("STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n");
   EXPECT_EQ(session->want(), ServerSession::Want::kStartTls);
   EXPECT_EQ(take(), "220 2.0.0 Ready to start TLS\r\n");
-  session->tls_started(TlsState{true, "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256});
+  session->tls_started(TlsState{true, "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, false, ""});
   EXPECT_EQ(take(), "");  // nothing from the injected MAIL
   EXPECT_EQ(send("MAIL FROM:<s@r.test>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
   std::string r = ehlo();
@@ -231,7 +231,7 @@ TEST_F(SessionTest, ReceivedHeaderIsOneFoldedHeader) {
       start();
       if (tls) {
         send("STARTTLS\r\n");
-        session->tls_started(TlsState{true, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", 128});
+        session->tls_started(TlsState{true, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", 128, false, ""});
       }
       ehlo();
       send("MAIL FROM:<s@r.test>\r\n");

@@ -128,6 +128,14 @@ def test_dane_ta_delivery_matches_the_ca_in_the_chain(plane, delivery_lab):
     assert delivery_lab.receiver("dane-ta").wait_maildir(1, timeout=10)
 
 
+def test_dane_ta_by_public_key_2_1_1_delivers(plane, delivery_lab):
+    gw, _ = plane
+    submit(gw, ["tina@dane-ta-spki.dlv.test"], "dane-ta-spki-1")
+    line = delivered_line(gw, "dane-ta-spki.dlv.test")
+    assert "verified=dane" in line and "dane_usage=2" in line and "dane_depth=1" in line, line
+    assert delivery_lab.receiver("dane-ta-spki").wait_maildir(1, timeout=10)
+
+
 def test_tlsa_mismatch_is_deferred_never_delivered(plane, delivery_lab):
     gw, _ = plane
     submit(gw, ["carol@dane-fail.dlv.test"], "dane-fail-1")

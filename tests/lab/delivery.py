@@ -24,6 +24,8 @@ dane-ee         10 mx.dane-ee .10                  3 1 1 leaf SPKI (match)      
                                                                                   unrelated.example.test
 dane-ta         10 mx.dane-ta .11                  2 0 1 lab CA certificate       lab CA, mx.dane-ta.dlv.test, chain    delivered-dane
                                                                                   leaf + CA (RFC 7672 3.1.2)
+dane-ta-spki    10 mx.dane-ta-spki .22             2 1 1 lab CA SPKI              lab CA, mx.dane-ta-spki.dlv.test,     delivered-dane
+                                                                                  chain leaf + CA
 dane-fail       10 mx.dane-fail .12                3 1 1 of an unused key         lab CA, mx.dane-fail.dlv.test         deferred
 dane-fallback   10 bad.dane-fallback .13           3 1 1 of an unused key         lab CA, bad.dane-fallback.dlv.test    delivered-dane
                 20 good.dane-fallback .14          3 1 1 leaf SPKI (match)        lab CA, good.dane-fallback.dlv.test   (at MX 20)
@@ -100,7 +102,7 @@ OUTCOMES = ("delivered-dane", "delivered-webpki", "delivered-opportunistic", "de
 class MxHost:
     """One MX target. tlsa: what _25._tcp.<host> holds: "ee-match" (3 1 1 SHA-256 of the served
     leaf's SPKI), "ee-mismatch" (3 1 1 of a key nobody serves), "ta-ca" (2 0 1 SHA-256 of the lab CA
-    certificate) or None (no TLSA). served_by: the receiver answering at the address, or "proxy"
+    certificate), "ta-ca-spki" (2 1 1 SHA-256 of the lab CA's SPKI) or None (no TLSA). served_by: the receiver answering at the address, or "proxy"
     (the STARTTLS-stripping proxy in front of receiver "stripped"). address: 127.53.X.<octet> (set in
     DeliveryLab.cases; None in the module-level table)."""
     host: str
@@ -159,6 +161,7 @@ def _d(name: str) -> str:
 CERTIFICATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "dane-ee": ("untrusted", ("unrelated.example.test",)),
     "dane-ta": ("ca", (f"mx.{_d('dane-ta')}",)),
+    "dane-ta-spki": ("ca", (f"mx.{_d('dane-ta-spki')}",)),
     "dane-fail": ("ca", (f"mx.{_d('dane-fail')}",)),
     "fb-bad": ("ca", (f"bad.{_d('dane-fallback')}",)),
     "fb-good": ("ca", (f"good.{_d('dane-fallback')}",)),
@@ -182,6 +185,7 @@ RECEIVERS: dict[str, ReceiverSpec] = {r.name: r for r in (
     ReceiverSpec("insecure", 17, (_d("insecure"),), "insecure", f"mx.{_d('insecure')}"),
     ReceiverSpec("stripped", 20, (_d("stripped"), _d("dane-stripped")), "stripped", f"mx.{_d('stripped')}"),
     ReceiverSpec("bogus", 21, (_d("bogus"),), "bogus", f"mx.{_d('bogus')}"),
+    ReceiverSpec("dane-ta-spki", 22, (_d("dane-ta-spki"),), "dane-ta-spki", f"mx.{_d('dane-ta-spki')}"),
 )}
 
 PROXY_BACKEND = "stripped"          # the receiver behind the STARTTLS-stripping proxy
@@ -198,6 +202,9 @@ DELIVERY_CASES: dict[str, DeliveryCase] = {c.name: c for c in (
     _case("dane-ta", "secure", [(f"mx.{_d('dane-ta')}", 10, 11, "dane-ta", "ta-ca")],
           "delivered-dane", "TLSA 2 0 1 matches the lab CA certificate in the served chain; the leaf "
                             "names the MX host"),
+    _case("dane-ta-spki", "secure", [(f"mx.{_d('dane-ta-spki')}", 10, 22, "dane-ta-spki", "ta-ca-spki")],
+          "delivered-dane", "TLSA 2 1 1 matches the lab CA's public key (SPKI) in the served chain; "
+                            "the leaf names the MX host"),
     _case("dane-fail", "secure", [(f"mx.{_d('dane-fail')}", 10, 12, "dane-fail", "ee-mismatch")],
           "deferred", "TLSA 3 1 1 matches no served certificate (a WebPKI-valid one does not help): "
                       "DANE authentication fails, no fallback to unauthenticated TLS"),
@@ -293,6 +300,8 @@ def tlsa_records(mx: MxHost, certificates: dict, ca_pem: str) -> list[tuple[int,
         return [(3, 1, 1, hashlib.sha256(spki_der(certificates["unused"].cert)).hexdigest())]
     if mx.tlsa == "ta-ca":
         return [(2, 0, 1, hashlib.sha256(cert_der(ca_pem)).hexdigest())]
+    if mx.tlsa == "ta-ca-spki":
+        return [(2, 1, 1, hashlib.sha256(spki_der(ca_pem)).hexdigest())]
     raise ValueError(f"unknown TLSA kind {mx.tlsa!r}")
 
 

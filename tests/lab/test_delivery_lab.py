@@ -138,11 +138,11 @@ def test_case_table(delivery_lab, dns_lab):
             assert m.address.startswith(dns_lab.prefix + ".") and int(m.address.rsplit(".", 1)[1]) >= 10
             assert delivery_lab.address(m.host) == m.address
     # one receiver per MX host except behind the proxy; dane-fallback has two
-    assert len(delivery_lab.receivers) == 10
+    assert len(delivery_lab.receivers) == 11
     assert delivery_lab.receiver("dane-fallback") is delivery_lab.receiver("good.dane-fallback.dlv.test")
     assert delivery_lab.receiver("stripped") is delivery_lab.receiver("mx.dane-stripped.dlv.test")
     assert {c.name: c.expect for c in delivery_lab.cases.values()} == {
-        "dane-ee": "delivered-dane", "dane-ta": "delivered-dane", "dane-fail": "deferred",
+        "dane-ee": "delivered-dane", "dane-ta": "delivered-dane", "dane-ta-spki": "delivered-dane", "dane-fail": "deferred",
         "dane-fallback": "delivered-dane", "sts-ok": "delivered-webpki", "sts-badcert": "deferred",
         "insecure": "delivered-opportunistic", "stripped": "delivered-cleartext",
         "dane-stripped": "deferred", "bogus": "deferred"}
@@ -187,7 +187,7 @@ def test_dns(delivery_lab, dns_lab, name):
             assert secure and t.rcode == "NOERROR" and t.ad, t.text
             assert {norm_tlsa(x) for x in t.data("TLSA")} == want, t.text
             assert len(want) == 1
-            usage = {"ee-match": "3 1 1", "ee-mismatch": "3 1 1", "ta-ca": "2 0 1"}[m.tlsa]
+            usage = {"ee-match": "3 1 1", "ee-mismatch": "3 1 1", "ta-ca": "2 0 1", "ta-ca-spki": "2 1 1"}[m.tlsa]
             assert next(iter(want)).startswith(usage + " ")
     txt = drill(dns_lab, f"_mta-sts.{c.domain}", "TXT")
     if c.sts:
@@ -245,6 +245,10 @@ def test_served_certificate(delivery_lab, dns_lab, lab_pki, host):
             assert len(served.pems) >= 2 and chain_certs[1:].count(digest) == 1, "CA not in the served chain"
             with open(lab_pki.ca_pem) as f:
                 assert digest == Served("", [f.read()]).cert_sha256(0)     # the lab CA itself
+            assert host in served.names(0)
+        elif m.tlsa == "ta-ca-spki":
+            assert (usage, selector, mtype) == (2, 1, 1)
+            assert len(served.pems) >= 2, "CA not in the served chain"
             assert host in served.names(0)
         # openssl's own DANE check agrees (SMTP semantics, RFC 7672 3.1.1: no name checks for DANE-EE)
         rr = f"{usage} {selector} {mtype} {digest}"
@@ -360,11 +364,12 @@ def test_startup_stop_restart(delivery_lab):
     addresses = sorted({delivery_lab._addr(o) for o in delivery.ADDRESS_OCTETS})
     assert all(_listening(a) for a in addresses)
     pids = delivery_lab.pids()
-    assert len(pids) == 10
+    assert len(pids) == 11
+    before = len(delivery_lab.receiver("dane-ee").maildir_messages())
     r = swaks.run("--server", f"{delivery_lab.address('mx.dane-ee.dlv.test')}:25", "--to",
                   "kept@dane-ee.dlv.test", "-tls")
     assert r.rc == 0, r.transcript
-    kept = delivery_lab.receiver("dane-ee").wait_maildir(1)
+    kept = delivery_lab.receiver("dane-ee").wait_maildir(before + 1)  # this message, not only earlier ones
     threads_before = {t.name for t in threading.enumerate() if t.name.startswith("striptls")}
     assert threads_before
     delivery_lab.stop()

@@ -247,7 +247,12 @@ int main(int argc, char** argv) {
                                                        std::move(sp), limits, policy_store.get(), policy_client.get()));
   }
   for (auto& w : workers) w->start();
-  if (policy_client) policy_client->start();
+  if (policy_client) {
+    policy_client->set_on_change([&workers] {
+      for (auto& w : workers) w->policies_changed();
+    });
+    policy_client->start();
+  }
 
 
   std::vector<const stats::WorkerCounters*> counters;
@@ -317,9 +322,9 @@ int main(int argc, char** argv) {
       continue;
     }
     log::info("dataplane.stopping").kv("signal", sig == SIGTERM ? "TERM" : "INT").kv("grace_s", grace_s);
+    if (policy_client) policy_client->stop();  // no more pushes (or wake-ups) while workers wind down
     for (auto& w : workers) w->stop(grace_s * 1000);
     for (auto& w : workers) w->join();
-    if (policy_client) policy_client->stop();
     stats_server.stop();
     workers.clear();
     {

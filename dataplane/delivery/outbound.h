@@ -149,6 +149,8 @@ class Outbound {
   std::mt19937_64& rng() { return rng_; }
   int64_t backoff_ms(uint32_t attempts);
   void wake_for_policy() { poll_timer_.arm_at(loop_.now_ms() + 100); }
+  // New policies arrived: destinations waiting for one look now.
+  void policies_changed() { poll(); }
   // The message trace (null when it could not be opened: logged, delivery goes on).
   void trace(trace::TraceEvent e) {
     if (trace_) trace_->add(std::move(e));

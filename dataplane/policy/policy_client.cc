@@ -169,6 +169,7 @@ bool PolicyClient::session(int fd) {
         log::error("policy.refused").kv("kind", snap ? "snapshot" : "delta").kv("error", answer.nack().error());
       }
       if (snap) first = false;
+      if (answer.has_ack() && on_change_) on_change_();
       out.clear();
       policy::append_delimited(answer, &out);
       if (!send_all(fd, out)) return !stopping_;

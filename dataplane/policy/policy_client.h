@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -28,6 +29,9 @@ class PolicyClient {
   // Any thread; cheap: queues `domain` (deduplicated) and wakes the link thread.
   void request(const std::string& domain);
   bool connected() const { return connected_.load(std::memory_order_relaxed); }
+  // Called on the link thread after each applied push (set before start()): workers waiting for a
+  // policy look again at once instead of at their next poll.
+  void set_on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
 
  private:
   void run();
@@ -43,6 +47,7 @@ class PolicyClient {
   std::mutex mu_;
   std::set<std::string> pending_;
   std::thread thread_;
+  std::function<void()> on_change_;
 };
 
 }  // namespace mxedge::dataplane

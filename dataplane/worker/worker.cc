@@ -141,6 +141,12 @@ void Worker::reload(std::shared_ptr<const RuntimeConfig> runtime) {
   });
 }
 
+void Worker::policies_changed() {
+  loop_.post([this] {
+    if (outbound_) outbound_->policies_changed();
+  });
+}
+
 void Worker::stop(int64_t grace_ms) {
   loop_.post([this, grace_ms] { begin_stop(grace_ms); });
 }

@@ -52,6 +52,8 @@ class Worker final : public smtp::SessionHost {
   // Thread-safe requests from the main thread.
   void reload(std::shared_ptr<const RuntimeConfig> runtime);
   void stop(int64_t grace_ms);
+  // The policy store changed (any thread).
+  void policies_changed();
 
   // SessionHost
   std::string new_queue_id() override { return spool_->new_queue_id(); }

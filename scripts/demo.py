@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 from lab import certs, gateway, postfix, swaks, util  # noqa: E402
-from lab import controlplane, delivery, dns, mta_sts  # noqa: E402
+from lab import controlplane, delivery, dns, flows, mta_sts  # noqa: E402
 
 
 def banner(text):
@@ -110,10 +110,6 @@ OUTBOUND = [
 
 
 def outbound_demo(lab, pki) -> int:
-    import smtplib
-    from email.message import EmailMessage
-    import email.policy
-
     banner("outbound lab: signed DNS (NSD + unbound), MTA-STS host (nginx), Postfix receivers as MX hosts")
     dl = dns.DnsLab(lab.sub("dns"), leaf_cert=pki.ecdsa.cert, ca_cert=pki.ca_pem, bench_domains=0,
                     sts_bench_domains=0, delivery=True, pki=pki)
@@ -142,22 +138,11 @@ def outbound_demo(lab, pki) -> int:
                                                   "ca_file": pki.ca_pem, "connect_timeout": "5s", "retry_min": "5m"}})
         gw.start()
         gw.wait_log(r"event=policy.link.connected", timeout=10)
-        host, port = gw.address("intake")
         queued = {}
         for i, (domain, what, _) in enumerate(OUTBOUND, 1):
-            msg = EmailMessage()
-            msg["From"] = "alice@lab.test"
-            msg["To"] = f"someone@{domain}"
-            msg["Subject"] = f"mxedge outbound demo {i}"
-            msg["Message-ID"] = f"<outbound-{i}-{int(time.time())}@lab.test>"
-            msg.set_content(f"to {what}\n")
-            with smtplib.SMTP(host, port, timeout=20) as smtp:
-                smtp.ehlo("internal.lab.test")
-                smtp.mail("alice@lab.test")
-                smtp.rcpt(f"someone@{domain}")
-                code, text = smtp.data(msg.as_bytes(policy=email.policy.SMTP))
-            queued[domain] = text.decode().rsplit(" ", 1)[-1]
-            print(f"   message {i} to someone@{domain}: {code} {text.decode()}")
+            queued[domain] = flows.submit(gw, [f"someone@{domain}"], f"outbound-demo-{i}-{int(time.time())}", sender="alice@lab.test",
+                                          body=f"to {what}\r\n")
+            print(f"   message {i} to someone@{domain}: queued as {queued[domain]}")
         banner("waiting for each outcome")
         ok = True
         for domain, what, expect in OUTBOUND:

@@ -30,16 +30,33 @@ std::string one_line(std::string_view s, size_t max = 900) {
   return out;
 }
 
+constexpr uint32_t kNotifySuccess = 1, kNotifyFailure = 2, kNotifyDelay = 4, kNotifyNever = 8;
+
+}  // namespace
+
 std::string domain_of(const std::string& address) {
   const size_t at = address.rfind('@');
   std::string d = at == std::string::npos ? std::string() : address.substr(at + 1);
   for (char& c : d) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  while (!d.empty() && d.back() == '.') d.pop_back();
   return d;
 }
 
-constexpr uint32_t kNotifySuccess = 1, kNotifyFailure = 2, kNotifyDelay = 4, kNotifyNever = 8;
-
-}  // namespace
+std::string enhanced_status(std::string_view text, const std::string& fallback) {
+  for (size_t i = 0; i + 5 <= text.size(); ++i) {
+    if ((text[i] == '2' || text[i] == '4' || text[i] == '5') && text[i + 1] == '.' && (i == 0 || text[i - 1] == ' ')) {
+      size_t j = i + 2;
+      size_t d1 = 0, d2 = 0;
+      while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j])) && d1 < 3) ++j, ++d1;
+      if (d1 == 0 || j >= text.size() || text[j] != '.') continue;
+      ++j;
+      while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j])) && d2 < 3) ++j, ++d2;
+      if (d2 == 0 || (j < text.size() && text[j] != ' ' && text[j] != ':' && text[j] != ']' && text[j] != ')')) continue;
+      return std::string(text.substr(i, j - i));
+    }
+  }
+  return fallback;
+}
 
 std::vector<DsnRecipient> dsn_recipients(const mxedge::spool::v1::Envelope& env, DsnKind kind, std::vector<DsnRecipient> candidates) {
   (void)kNotifySuccess;
@@ -147,12 +164,20 @@ std::string returned_content(spool::Spool& spool, const spool::SpoolEntry& entry
 }
 
 std::string send_dsn(spool::Spool& spool, const spool::SpoolEntry& entry, DsnKind kind, std::vector<DsnRecipient> rcpts,
-                     const std::string& hostname, const std::vector<std::string>& accepted_domains, int64_t retry_until_us) {
+                     const std::string& hostname, const std::vector<std::string>& accepted_domains, bool outbound_enabled,
+                     int64_t retry_until_us) {
   const auto& env = entry.envelope;
   rcpts = dsn_recipients(env, kind, std::move(rcpts));
   if (rcpts.empty()) {
     if (env.mail_from().empty() && kind == DsnKind::kFailure)
       log::info("dsn.suppressed").kv("qid", env.queue_id()).kv("reason", "the message came from <> (no bounce of a bounce)");
+    return {};
+  }
+  const std::string sender_domain = domain_of(env.mail_from());
+  const bool outbound = std::find(accepted_domains.begin(), accepted_domains.end(), sender_domain) == accepted_domains.end();
+  if (outbound && !outbound_enabled) {
+    log::warning("dsn.not_sent").kv("qid", env.queue_id())
+        .kv("reason", "the sender is outside accepted_domains and outbound delivery is disabled");
     return {};
   }
   bool headers_only = false;
@@ -173,14 +198,12 @@ std::string send_dsn(spool::Spool& spool, const spool::SpoolEntry& entry, DsnKin
   m.envelope.helo = hostname;
   m.envelope.listener = "dsn";
   m.envelope.size = body.size();
-  const std::string sender_domain = domain_of(env.mail_from());
-  m.envelope.outbound = std::find(accepted_domains.begin(), accepted_domains.end(), sender_domain) == accepted_domains.end();
+  m.envelope.outbound = outbound;
   m.body = spool.open_body(m.envelope.queue_id);
   m.body->append(body);
   const std::string qid = m.envelope.queue_id;
   const std::string original_qid = env.queue_id();
   const size_t n = rcpts.size();
-  const bool outbound = m.envelope.outbound;
   spool.stage(std::move(m), [qid, original_qid, n, kind, outbound](smtp::CommitStatus status) {
     log::info(status == smtp::CommitStatus::kOk ? "dsn.queued" : "dsn.failed")
         .kv("qid", qid)

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dataplane/spool/spool.h"
@@ -34,6 +35,12 @@ struct DsnText {
   std::string message_id_domain;  // right side of the notice's Message-ID
 };
 
+// The domain of an address, lower case, without a trailing dot ("" without an @).
+std::string domain_of(const std::string& address);
+
+// The enhanced status code in a reply or reason ("550 5.1.1 ...", "4.7.5 no MX host ..."), or `fallback`.
+std::string enhanced_status(std::string_view text, const std::string& fallback);
+
 // Which of `candidates` get a notice of this kind (NOTIFY rules above); empty when the message came
 // from <>.
 std::vector<DsnRecipient> dsn_recipients(const mxedge::spool::v1::Envelope& env, DsnKind kind,
@@ -48,9 +55,12 @@ std::string build_dsn(const mxedge::spool::v1::Envelope& env, DsnKind kind, cons
 // message otherwise. Sets *headers_only accordingly.
 std::string returned_content(spool::Spool& spool, const spool::SpoolEntry& entry, uint64_t full_limit, bool* headers_only);
 
-// Builds the notice and stages it in `spool` (committed with the worker's next group commit).
-// Returns the new queue id, or "" when nobody is to be notified.
+// Builds the notice and stages it in `spool` (committed with the worker's next group commit). It goes
+// to the next hop when the sender's domain is in `accepted_domains`, otherwise out by MX, which
+// needs `outbound_enabled` (without it the notice is not sent, and that is logged).
+// Returns the new queue id, or "" when nobody is to be (or can be) notified.
 std::string send_dsn(spool::Spool& spool, const spool::SpoolEntry& entry, DsnKind kind, std::vector<DsnRecipient> rcpts,
-                     const std::string& hostname, const std::vector<std::string>& accepted_domains, int64_t retry_until_us = 0);
+                     const std::string& hostname, const std::vector<std::string>& accepted_domains, bool outbound_enabled,
+                     int64_t retry_until_us = 0);
 
 }  // namespace mxedge::delivery

@@ -13,33 +13,8 @@ namespace mxedge::delivery {
 
 namespace {
 
-std::string domain_of(const std::string& address) {
-  const size_t at = address.rfind('@');
-  std::string d = at == std::string::npos ? std::string() : address.substr(at + 1);
-  for (char& c : d) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  while (!d.empty() && d.back() == '.') d.pop_back();
-  return d;
-}
-
 int64_t wall_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-// The enhanced status code in a reply or reason ("550 5.1.1 ...", "4.7.5 no MX host ..."), or `fallback`.
-std::string enhanced_status(std::string_view text, const std::string& fallback) {
-  for (size_t i = 0; i + 5 <= text.size(); ++i) {
-    if ((text[i] == '2' || text[i] == '4' || text[i] == '5') && text[i + 1] == '.' && (i == 0 || text[i - 1] == ' ')) {
-      size_t j = i + 2;
-      size_t d1 = 0, d2 = 0;
-      while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j])) && d1 < 3) ++j, ++d1;
-      if (d1 == 0 || j >= text.size() || text[j] != '.') continue;
-      ++j;
-      while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j])) && d2 < 3) ++j, ++d2;
-      if (d2 == 0 || (j < text.size() && text[j] != ' ' && text[j] != ':' && text[j] != ']' && text[j] != ')')) continue;
-      return std::string(text.substr(i, j - i));
-    }
-  }
-  return fallback;
 }
 
 }  // namespace
@@ -254,7 +229,7 @@ void Destination::backoff(relay::Job job, const std::string& reason) {
     std::vector<DsnRecipient> notify;
     for (uint32_t i : job.rcpts) notify.push_back({i, enhanced_status(reason, "4.0.0"), "", "x-mxedge; " + reason});
     const int64_t until_us = e->envelope.received_at_us() + ob.queue_lifetime_ms * 1000;
-    if (!send_dsn(spool(), *e, DsnKind::kDelay, std::move(notify), helo_name(), out_.accepted_domains(), until_us).empty())
+    if (!send_dsn(spool(), *e, DsnKind::kDelay, std::move(notify), helo_name(), out_.accepted_domains(), true, until_us).empty())
       e->delay_notified = true;
   }
   ++e->attempts;
@@ -331,7 +306,7 @@ void Destination::report(relay::RelayConnection* c, const relay::Job& job, const
     te.rcpts = static_cast<uint32_t>(failed.size());
     te.detail = failed.front().diagnostic;
     out_.trace(std::move(te));
-    send_dsn(spool(), *job.entry, DsnKind::kFailure, std::move(failed), helo_name(), out_.accepted_domains());
+    send_dsn(spool(), *job.entry, DsnKind::kFailure, std::move(failed), helo_name(), out_.accepted_domains(), true);
   }
   if (delivered == 0 || c == nullptr) return;
   stats::bump(counters().outbound_delivered, delivered);

@@ -124,27 +124,13 @@ void Relay::report(RelayConnection*, const Job& job, const std::vector<mxedge::s
       log::warning("message.failed").kv("worker", worker_).kv("qid", env.queue_id())
           .kv("to", "<" + env.recipients(static_cast<int>(rr.index())).address() + ">")
           .kv("next_hop", peer).kv("reply", rr.reply());
-      std::string status = "5.0.0";
-      const std::string& text = rr.reply();
-      if (text.size() > 10 && text[3] == ' ' && (text[4] == '5' || text[4] == '4') && text[5] == '.')
-        status = text.substr(4, text.find(' ', 4) - 4);
-      failed.push_back({rr.index(), status, runtime_->relay.host, "smtp; " + rr.reply()});
+      failed.push_back({rr.index(), delivery::enhanced_status(rr.reply(), "5.0.0"), runtime_->relay.host, "smtp; " + rr.reply()});
     }
   }
   if (!failed.empty()) {
-    // The notice goes to the sender: through the next hop for the organisation's own senders, out by
-    // MX for external ones, which needs outbound delivery.
-    std::vector<std::string> accepted(runtime_->config.accepted_domains().begin(), runtime_->config.accepted_domains().end());
-    const std::string& from = env.mail_from();
-    std::string domain = from.substr(from.rfind('@') + 1);
-    for (char& ch : domain) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    const bool internal = std::find(accepted.begin(), accepted.end(), domain) != accepted.end();
-    if (from.empty() || internal || runtime_->outbound.enabled) {  // from <>: send_dsn logs the suppression
-      delivery::send_dsn(spool_, *job.entry, delivery::DsnKind::kFailure, std::move(failed), runtime_->config.hostname(), accepted);
-    } else if (!from.empty()) {
-      log::warning("dsn.not_sent").kv("worker", worker_).kv("qid", env.queue_id())
-          .kv("reason", "the sender is outside accepted_domains and outbound delivery is disabled");
-    }
+    const std::vector<std::string> accepted(runtime_->config.accepted_domains().begin(), runtime_->config.accepted_domains().end());
+    delivery::send_dsn(spool_, *job.entry, delivery::DsnKind::kFailure, std::move(failed), runtime_->config.hostname(), accepted,
+                       runtime_->outbound.enabled);
   }
   if (delivered > 0 && delivered == job.rcpts.size()) stats::bump(counters_.messages_relayed);
   if (delivered > 0) {

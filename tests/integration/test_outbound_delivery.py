@@ -6,15 +6,13 @@ to the delivery lab's Postfix receivers (lab/delivery.py) only over connections 
 
 from __future__ import annotations
 
-import email.policy
-import smtplib
 import socket
 import time
-from email.message import EmailMessage
 
 import pytest
 
 from lab import controlplane as cp_mod
+from lab import flows
 from lab import gateway as gw_mod
 from lab import smtp_sink as sink_mod
 from lab import util
@@ -61,42 +59,8 @@ def plane(delivery_lab, dns_lab, mta_sts_server, lab_root, lab_pki):
         gw.cleanup()
 
 
-def submit(gw, rcpts: list[str], subject: str, source: str = "127.0.0.1") -> str:
-    msg = EmailMessage()
-    msg["From"] = "sender@lab.test"
-    msg["To"] = ", ".join(rcpts)
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{subject}@lab.test>"
-    msg.set_content(f"outbound test {subject}\n.leading dot line\n")
-    host, port = gw.address("intake")
-    with smtplib.SMTP(host, port, timeout=20, source_address=(source, 0)) as s:
-        s.ehlo("internal.lab.test")
-        refused = s.sendmail("sender@lab.test", rcpts, msg.as_bytes(policy=email.policy.SMTP))
-        assert refused == {}
-    return subject
-
-
 def delivered_line(gw, domain: str, timeout: float = 30) -> str:
     return gw.wait_log(rf"event=message.delivered .*domain={domain} ", timeout=timeout)
-
-
-def submit_raw(gw, mail_from: str, rcpt: str, subject: str, rcpt_options: tuple[str, ...] = ()) -> str:
-    """One message through smtplib's primitives; returns the gateway's queue id."""
-    msg = EmailMessage()
-    msg["From"] = mail_from or "MAILER-DAEMON@lab.test"
-    msg["To"] = rcpt
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{subject}@lab.test>"
-    msg.set_content(f"dsn test {subject}\n")
-    host, port = gw.address("intake")
-    with smtplib.SMTP(host, port, timeout=20) as s:
-        s.ehlo("internal.lab.test")
-        assert s.mail(mail_from)[0] == 250
-        code, text = s.rcpt(rcpt, list(rcpt_options))
-        assert code == 250, text
-        code, text = s.data(msg.as_bytes(policy=email.policy.SMTP))
-        assert code == 250, text
-    return text.decode().rsplit(" ", 1)[-1]
 
 
 def dsn_parts(sink_message):
@@ -111,7 +75,7 @@ def dsn_parts(sink_message):
 
 def test_dane_ee_delivery_ignores_names_and_reports_usage_3(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["alice@dane-ee.dlv.test"], "dane-ee-1")
+    flows.submit(gw, ["alice@dane-ee.dlv.test"], "dane-ee-1", body="outbound test\r\n.leading dot line\r\n")
     line = delivered_line(gw, "dane-ee.dlv.test")
     assert "verified=dane" in line and "dane_usage=3" in line and "dane_depth=0" in line, line
     assert "requirement=dane" in line and "dnssec=secure" in line, line
@@ -122,7 +86,7 @@ def test_dane_ee_delivery_ignores_names_and_reports_usage_3(plane, delivery_lab)
 
 def test_dane_ta_delivery_matches_the_ca_in_the_chain(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["bob@dane-ta.dlv.test"], "dane-ta-1")
+    flows.submit(gw, ["bob@dane-ta.dlv.test"], "dane-ta-1")
     line = delivered_line(gw, "dane-ta.dlv.test")
     assert "verified=dane" in line and "dane_usage=2" in line, line
     assert delivery_lab.receiver("dane-ta").wait_maildir(1, timeout=10)
@@ -130,7 +94,7 @@ def test_dane_ta_delivery_matches_the_ca_in_the_chain(plane, delivery_lab):
 
 def test_dane_ta_by_public_key_2_1_1_delivers(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["tina@dane-ta-spki.dlv.test"], "dane-ta-spki-1")
+    flows.submit(gw, ["tina@dane-ta-spki.dlv.test"], "dane-ta-spki-1")
     line = delivered_line(gw, "dane-ta-spki.dlv.test")
     assert "verified=dane" in line and "dane_usage=2" in line and "dane_depth=1" in line, line
     assert delivery_lab.receiver("dane-ta-spki").wait_maildir(1, timeout=10)
@@ -138,7 +102,7 @@ def test_dane_ta_by_public_key_2_1_1_delivers(plane, delivery_lab):
 
 def test_tlsa_mismatch_is_deferred_never_delivered(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["carol@dane-fail.dlv.test"], "dane-fail-1")
+    flows.submit(gw, ["carol@dane-fail.dlv.test"], "dane-fail-1")
     failed = gw.wait_log(r"event=delivery.attempt_failed .*domain=dane-fail.dlv.test .*requirement=dane", timeout=30)
     assert "validation-failure" in failed, failed
     deferred = gw.wait_log(r"event=message.deferred .*domain=dane-fail.dlv.test", timeout=10)
@@ -149,7 +113,7 @@ def test_tlsa_mismatch_is_deferred_never_delivered(plane, delivery_lab):
 
 def test_mx_fallback_reaches_the_second_host_when_the_first_fails_dane(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["dave@dane-fallback.dlv.test"], "fallback-1")
+    flows.submit(gw, ["dave@dane-fallback.dlv.test"], "fallback-1")
     gw.wait_log(r"event=delivery.attempt_failed .*domain=dane-fallback.dlv.test .*host=bad.dane-fallback.dlv.test", timeout=30)
     line = delivered_line(gw, "dane-fallback.dlv.test")
     assert "host=good.dane-fallback.dlv.test" in line and "verified=dane" in line, line
@@ -160,7 +124,7 @@ def test_mx_fallback_reaches_the_second_host_when_the_first_fails_dane(plane, de
 
 def test_mta_sts_enforce_delivers_with_a_webpki_certificate_for_the_mx_name(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["erin@sts-ok.dlv.test"], "sts-ok-1")
+    flows.submit(gw, ["erin@sts-ok.dlv.test"], "sts-ok-1")
     line = delivered_line(gw, "sts-ok.dlv.test")
     assert "requirement=webpki" in line and "verified=webpki" in line and "mta_sts=enforce" in line, line
     assert delivery_lab.receiver("sts-ok").wait_maildir(1, timeout=10)
@@ -168,7 +132,7 @@ def test_mta_sts_enforce_delivers_with_a_webpki_certificate_for_the_mx_name(plan
 
 def test_mta_sts_enforce_with_a_wrong_certificate_is_deferred(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["frank@sts-badcert.dlv.test"], "sts-badcert-1")
+    flows.submit(gw, ["frank@sts-badcert.dlv.test"], "sts-badcert-1")
     failed = gw.wait_log(r"event=delivery.attempt_failed .*domain=sts-badcert.dlv.test", timeout=30)
     assert "certificate-host-mismatch" in failed and "requirement=webpki" in failed, failed
     gw.wait_log(r"event=message.deferred .*domain=sts-badcert.dlv.test", timeout=10)
@@ -177,7 +141,7 @@ def test_mta_sts_enforce_with_a_wrong_certificate_is_deferred(plane, delivery_la
 
 def test_insecure_destination_gets_opportunistic_tls(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["grace@insecure.dlv.test"], "insecure-1")
+    flows.submit(gw, ["grace@insecure.dlv.test"], "insecure-1")
     line = delivered_line(gw, "insecure.dlv.test")
     assert "requirement=may" in line and "tls=TLSv1" in line and "verified=none" in line and "dnssec=insecure" in line, line
     assert delivery_lab.receiver("insecure").wait_maildir(1, timeout=10)
@@ -185,10 +149,10 @@ def test_insecure_destination_gets_opportunistic_tls(plane, delivery_lab):
 
 def test_stripped_starttls_insecure_goes_cleartext_but_dane_refuses(plane, delivery_lab):
     gw, _ = plane
-    submit(gw, ["heidi@stripped.dlv.test"], "stripped-1")
+    flows.submit(gw, ["heidi@stripped.dlv.test"], "stripped-1")
     line = delivered_line(gw, "stripped.dlv.test")
     assert "tls=none" in line and "requirement=may" in line, line
-    submit(gw, ["ivan@dane-stripped.dlv.test"], "dane-stripped-1")
+    flows.submit(gw, ["ivan@dane-stripped.dlv.test"], "dane-stripped-1")
     failed = gw.wait_log(r"event=delivery.attempt_failed .*domain=dane-stripped.dlv.test", timeout=30)
     assert "starttls-not-supported" in failed, failed
     gw.wait_log(r"event=message.deferred .*domain=dane-stripped.dlv.test", timeout=10)
@@ -197,7 +161,7 @@ def test_stripped_starttls_insecure_goes_cleartext_but_dane_refuses(plane, deliv
 def test_bogus_destination_is_deferred_without_a_connection(plane, delivery_lab):
     gw, cp = plane
     delivery_lab.reset_connections()
-    submit(gw, ["judy@bogus.dlv.test"], "bogus-1")
+    flows.submit(gw, ["judy@bogus.dlv.test"], "bogus-1")
     deferred = gw.wait_log(r"event=message.deferred .*domain=bogus.dlv.test", timeout=30)
     assert "dnssec-invalid" in deferred, deferred
     cp.wait_log(r"event=policy.compiled .*domain=bogus.dlv.test .*verdict=defer")
@@ -208,7 +172,7 @@ def test_bogus_destination_is_deferred_without_a_connection(plane, delivery_lab)
 def test_one_message_to_two_destinations_is_split_by_policy(plane, delivery_lab):
     gw, _ = plane
     before = len(delivery_lab.receiver("dane-ee").maildir_messages())
-    submit(gw, ["kim@dane-ee.dlv.test", "leo@dane-fail.dlv.test"], "split-1")
+    flows.submit(gw, ["kim@dane-ee.dlv.test", "leo@dane-fail.dlv.test"], "split-1")
     util.wait_until(lambda: len(delivery_lab.receiver("dane-ee").maildir_messages()) > before, 30,
                     message="the dane-ee copy of the split message")
     line = gw.wait_log(r"event=message.deferred .*domain=dane-fail.dlv.test .*rcpts=1", timeout=30)
@@ -226,7 +190,7 @@ def test_intake_refuses_clients_outside_allowed_networks(plane):
 
 def test_null_mx_bounces_with_a_dsn_to_the_sender(plane):
     gw, _ = plane
-    qid = submit_raw(gw, "sender@lab.test", "nobody@null-mx.test", "nullmx-1")
+    qid = flows.submit(gw, ["nobody@null-mx.test"], "nullmx-1", sender="sender@lab.test")
     gw.wait_log(rf"event=message.failed .*qid={qid} .*domain=null-mx.test", timeout=30)
     gw.wait_log(rf"event=dsn.queued .*about={qid} .*route=next_hop", timeout=10)
     notice = util.wait_until(lambda: [m for m in gw.sink.messages() if "nullmx-1" in m.raw.decode(errors="replace")], 20,
@@ -243,9 +207,9 @@ def test_null_mx_bounces_with_a_dsn_to_the_sender(plane):
 def test_no_bounce_of_a_bounce_and_notify_never(plane):
     gw, _ = plane
     before = len(gw.sink.messages())
-    q1 = submit_raw(gw, "", "nobody@null-mx.test", "bounce-of-bounce-1")
+    q1 = flows.submit(gw, ["nobody@null-mx.test"], "bounce-of-bounce-1", sender="")
     gw.wait_log(rf"event=dsn.suppressed .*qid={q1}", timeout=30)
-    q2 = submit_raw(gw, "sender@lab.test", "nobody@null-mx.test", "notify-never-1", ("NOTIFY=NEVER",))
+    q2 = flows.submit(gw, ["nobody@null-mx.test"], "notify-never-1", sender="sender@lab.test", rcpt_params="NOTIFY=NEVER")
     gw.wait_log(rf"event=message.failed .*qid={q2}", timeout=30)
     time.sleep(1.5)
     assert not [m for m in gw.sink.messages()[before:] if "bounce-of-bounce-1" in m.raw.decode(errors="replace")
@@ -272,7 +236,7 @@ def short_lived(plane, lab_root, lab_pki):
 
 def test_queue_lifetime_ends_in_a_failure_notice_naming_the_last_reason(short_lived):
     gw = short_lived
-    qid = submit_raw(gw, "sender@lab.test", "carol@dane-fail.dlv.test", "expire-1")
+    qid = flows.submit(gw, ["carol@dane-fail.dlv.test"], "expire-1", sender="sender@lab.test")
     gw.wait_log(rf"event=message.expired .*qid={qid} .*domain=dane-fail.dlv.test", timeout=30)
     notice = util.wait_until(lambda: [m for m in gw.sink.messages()
                                       if "expire-1" in m.raw.decode(errors="replace") and "Action: failed" in m.raw.decode(errors="replace")],
@@ -283,14 +247,14 @@ def test_queue_lifetime_ends_in_a_failure_notice_naming_the_last_reason(short_li
 
 def test_delay_notice_only_when_asked_with_will_retry_until(short_lived):
     gw = short_lived
-    qid = submit_raw(gw, "sender@lab.test", "carol@dane-fail.dlv.test", "delay-1", ("NOTIFY=DELAY,FAILURE",))
+    qid = flows.submit(gw, ["carol@dane-fail.dlv.test"], "delay-1", sender="sender@lab.test", rcpt_params="NOTIFY=DELAY,FAILURE")
     delayed = util.wait_until(lambda: [m for m in gw.sink.messages()
                                        if "delay-1" in m.raw.decode(errors="replace") and "Action: delayed" in m.raw.decode(errors="replace")],
                               20, message="the delay notice")[0]
     status, returned, m = dsn_parts(delayed)
     assert "Will-Retry-Until:" in status and m["Subject"].startswith("Delayed Mail"), status
     assert len(gw.events("dsn.queued")) >= 1
-    qid_plain = submit_raw(gw, "sender@lab.test", "carol@dane-fail.dlv.test", "nodelay-1")
+    qid_plain = flows.submit(gw, ["carol@dane-fail.dlv.test"], "nodelay-1", sender="sender@lab.test")
     gw.wait_log(rf"event=message.expired .*qid={qid_plain}", timeout=30)
     time.sleep(1)
     assert not [m for m in gw.sink.messages()
@@ -310,7 +274,7 @@ def trace(gw, *args: str) -> list[dict]:
 
 def test_message_trace_records_each_attempt_with_its_policy_and_verification(plane):
     gw, _ = plane
-    qid = submit_raw(gw, "sender@lab.test", "trace@dane-fallback.dlv.test", "trace-1")
+    qid = flows.submit(gw, ["trace@dane-fallback.dlv.test"], "trace-1", sender="sender@lab.test")
     gw.wait_log(rf"event=message.delivered .*qid={qid}", timeout=30)
     events = util.wait_until(lambda: [e for e in trace(gw, "--qid", qid) if e["event"] == "delivered"] and trace(gw, "--qid", qid),
                              10, message="the delivered event in the trace")

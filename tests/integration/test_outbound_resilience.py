@@ -5,13 +5,12 @@ change while mail waits. Each test runs its own control plane and gateway agains
 
 from __future__ import annotations
 
-import email.policy
 import smtplib
-from email.message import EmailMessage
 
 import pytest
 
 from lab import controlplane as cp_mod
+from lab import flows
 from lab import gateway as gw_mod
 from lab import util
 
@@ -55,38 +54,21 @@ def stack(delivery_lab, dns_lab, mta_sts_server, tmp_path, lab_pki):
             x.cleanup()
 
 
-def submit(gw, rcpt: str, subject: str) -> str:
-    msg = EmailMessage()
-    msg["From"] = "sender@lab.test"
-    msg["To"] = rcpt
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{subject}@lab.test>"
-    msg.set_content(f"resilience test {subject}\n")
-    host, port = gw.address("intake")
-    with smtplib.SMTP(host, port, timeout=20) as s:
-        s.ehlo("internal.lab.test")
-        assert s.mail("sender@lab.test")[0] == 250
-        assert s.rcpt(rcpt)[0] == 250
-        code, text = s.data(msg.as_bytes(policy=email.policy.SMTP))
-        assert code == 250, text
-    return text.decode().rsplit(" ", 1)[-1]
-
-
 def test_control_plane_down_keeps_unexpired_policies_and_never_guesses(stack, delivery_lab):
     make_cp, make_gw = stack
     cp = make_cp()
     gw = make_gw(cp)
     gw.wait_log(r"event=policy.link.connected", timeout=10)
-    first = submit(gw, "a@dane-ee.dlv.test", "cpdown-1")
+    first = flows.submit(gw, ["a@dane-ee.dlv.test"], "cpdown-1")
     gw.wait_log(rf"event=message.delivered .*qid={first} .*verified=dane", timeout=30)
     cp.stop()
     gw.wait_log(r"event=policy.link.lost", timeout=10)
     # The policy compiled before (TTL 300 s) still applies: delivered, DANE-verified as before.
-    second = submit(gw, "b@dane-ee.dlv.test", "cpdown-2")
+    second = flows.submit(gw, ["b@dane-ee.dlv.test"], "cpdown-2")
     gw.wait_log(rf"event=message.delivered .*qid={second} .*verified=dane", timeout=30)
     # A destination without a policy waits for one and is deferred; it is never tried without one.
     delivery_lab.reset_connections()
-    third = submit(gw, "c@dane-ta.dlv.test", "cpdown-3")
+    third = flows.submit(gw, ["c@dane-ta.dlv.test"], "cpdown-3")
     line = gw.wait_log(rf"event=message.deferred .*qid={third}", timeout=15)
     assert "no delivery policy for dane-ta.dlv.test" in line, line
     assert delivery_lab.connections("mx.dane-ta.dlv.test") == 0
@@ -103,7 +85,7 @@ def test_restart_with_deferred_mail_delivers_it_once_the_mx_is_back(stack, deliv
     before = len(receiver.maildir_messages())
     receiver.stop()
     try:
-        qids = [submit(gw, f"r{i}@insecure.dlv.test", f"restart-{i}") for i in range(5)]
+        qids = [flows.submit(gw, [f"r{i}@insecure.dlv.test"], f"restart-{i}") for i in range(5)]
         for q in qids:
             gw.wait_log(rf"event=message.deferred .*qid={q}", timeout=30)
         gw.stop()
@@ -123,7 +105,7 @@ def test_a_policy_change_applies_to_queued_mail(stack, delivery_lab):
     make_cp, make_gw = stack
     cp = make_cp()
     gw = make_gw(cp)
-    qid = submit(gw, "z@dane-fail.dlv.test", "policy-change-1")
+    qid = flows.submit(gw, ["z@dane-fail.dlv.test"], "policy-change-1")
     gw.wait_log(rf"event=message.deferred .*qid={qid} .*domain=dane-fail.dlv.test", timeout=30)
     # The operator turns DANE off for this destination (connector dane_mode none) and restarts the
     # control plane: the data plane's next snapshot has no policy for it, the retry asks again and
@@ -145,9 +127,9 @@ def test_mandatory_modes_and_no_cleartext_defer_instead_of_downgrading(stack, de
     ]})
     gw = make_gw(cp)
     delivery_lab.reset_connections()
-    q1 = submit(gw, "m1@insecure.dlv.test", "mandatory-dane-1")
-    q2 = submit(gw, "m2@dane-ee.dlv.test", "mandatory-sts-1")
-    q3 = submit(gw, "m3@stripped.dlv.test", "no-cleartext-1")
+    q1 = flows.submit(gw, ["m1@insecure.dlv.test"], "mandatory-dane-1")
+    q2 = flows.submit(gw, ["m2@dane-ee.dlv.test"], "mandatory-sts-1")
+    q3 = flows.submit(gw, ["m3@stripped.dlv.test"], "no-cleartext-1")
     l1 = gw.wait_log(rf"event=message.deferred .*qid={q1}", timeout=30)
     assert "DANE is mandatory" in l1 and "dane-required" in l1, l1
     l2 = gw.wait_log(rf"event=message.deferred .*qid={q2}", timeout=30)
@@ -169,10 +151,10 @@ def test_smart_host_routes_by_connector_by_name_with_dane_and_by_address(stack, 
         {"name": "via-address", "domains": ["dane-fail.dlv.test"], "smart_host": f"{fail_addr}:25"},
     ]})
     gw = make_gw(cp)
-    q1 = submit(gw, "s1@dane-ta.dlv.test", "smarthost-name-1")
+    q1 = flows.submit(gw, ["s1@dane-ta.dlv.test"], "smarthost-name-1")
     l1 = gw.wait_log(rf"event=message.delivered .*qid={q1}", timeout=30)
     assert "host=mx.dane-ta.dlv.test" in l1 and "verified=dane" in l1 and "dane_usage=2" in l1, l1
-    q2 = submit(gw, "s2@dane-fail.dlv.test", "smarthost-address-1")
+    q2 = flows.submit(gw, ["s2@dane-fail.dlv.test"], "smarthost-address-1")
     l2 = gw.wait_log(rf"event=message.delivered .*qid={q2}", timeout=30)
     assert f"host={fail_addr}" in l2 and "requirement=may" in l2, l2
     cp.wait_log(r"event=policy.compiled .*domain=dane-fail.dlv.test .*connector=via-address")

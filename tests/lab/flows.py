@@ -43,3 +43,22 @@ def send_control_message(gw, sink, listener: str = "smtp", timeout: float = 20) 
         c.close()
     sink.wait_for_message_id(mid, timeout=timeout)
     return mid
+
+
+def submit(gw, rcpts, subject: str, sender: str = "sender@lab.test", listener: str = "intake",
+           rcpt_params: str = "", body: str | None = None, **client_kw) -> str:
+    """One message in a session of its own (MAIL, each RCPT with `rcpt_params`, DATA), every step
+    expected to succeed; returns the gateway's queue id. Subject and Message-ID carry `subject`.
+    client_kw go to the client (e.g. source_address="127.0.0.2")."""
+    c = open_session(gw, listener, **client_kw)
+    try:
+        _, content = smtp_client.build_message(f"{subject}@lab.test", subject=subject, body=body or f"test {subject}\r\n",
+                                               sender=sender or "MAILER-DAEMON@lab.test", to=rcpts[0])
+        c.mail(sender).expect(250)
+        for rcpt in rcpts:
+            c.rcpt(rcpt, rcpt_params).expect(250)
+        reply = c.data(content).expect(250)
+        c.quit()
+    finally:
+        c.close()
+    return smtp_client.queue_id(reply)

@@ -81,5 +81,14 @@ TEST(Dsn, DelayNoticeCarriesWillRetryUntilAndHeadersOnlyWhenAsked) {
   EXPECT_NE(m.find("Content-Type: text/rfc822-headers\r\n"), std::string::npos);
 }
 
+TEST(Dsn, StatusAndDomainHelpers) {
+  EXPECT_EQ(enhanced_status("550 5.1.1 <x@y>: no such user", "5.0.0"), "5.1.1");
+  EXPECT_EQ(enhanced_status("4.7.5 no MX host of x could be used", "4.0.0"), "4.7.5");
+  EXPECT_EQ(enhanced_status("554 delivery time expired", "4.4.7"), "4.4.7");
+  EXPECT_EQ(enhanced_status("version 1.2.3 of x", "5.0.0"), "5.0.0");  // not a status: no 2/4/5 class
+  EXPECT_EQ(domain_of("Alice@Example.TEST."), "example.test");
+  EXPECT_EQ(domain_of("postmaster"), "");
+}
+
 }  // namespace
 }  // namespace mxedge::delivery

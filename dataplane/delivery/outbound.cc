@@ -521,7 +521,9 @@ void Outbound::abort_all() {
   for (auto& [domain, d] : destinations_) d->abort_all();
 }
 
-void Outbound::reap() {
+void Outbound::reap(bool now) {
+  if (!now && loop_.now_ms() - last_reap_ms_ < 1000) return;
+  last_reap_ms_ = loop_.now_ms();
   for (auto it = destinations_.begin(); it != destinations_.end();) {
     it->second->reap();
     if (it->second->idle() && !it->second->waiting_for_policy()) it = destinations_.erase(it);

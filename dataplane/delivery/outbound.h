@@ -133,7 +133,9 @@ class Outbound {
   void stop();
   bool idle() const;
   void abort_all();
-  void reap();
+  // Frees closed connections and forgets idle destinations. Called at the end of every loop turn,
+  // it scans the destinations at most once a second (the scan is O(destinations)); `now` forces it.
+  void reap(bool now = false);
 
   // For destinations.
   worker::EventLoop& loop() { return loop_; }
@@ -178,6 +180,7 @@ class Outbound {
   worker::FunctionTimer deferred_timer_;
   worker::FunctionTimer trace_expiry_timer_;
   bool stopping_ = false;
+  int64_t last_reap_ms_ = 0;
   std::mt19937_64 rng_;
 };
 

@@ -280,7 +280,7 @@ void Worker::end_of_turn() {
       if (outbound_) outbound_->abort_all();
       graveyard_.clear();
       relay_->reap();
-      if (outbound_) outbound_->reap();
+      if (outbound_) outbound_->reap(true);
       loop_.stop();
     }
   }

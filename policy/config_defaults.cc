@@ -143,6 +143,11 @@ void apply_defaults(Config& c) {
     if (!k->has_allow_cleartext()) k->set_allow_cleartext(true);
   }
 
+  Management* mg = c.mutable_management();
+  if (mg->socket().empty()) mg->set_socket("/run/mxedge/mgmt.sock");
+  if (mg->dataplane_socket().empty()) mg->set_dataplane_socket("/run/mxedge/dataplane.sock");
+  if (mg->admin_group().empty()) mg->set_admin_group("mxadmin");
+
   Outbound* ob = c.mutable_outbound();
   if (ob->policy_socket().empty()) ob->set_policy_socket("/run/mxedge/policy.sock");
   if (ob->policy_state_file().empty()) ob->set_policy_state_file("/var/lib/mxedge/policy.state");

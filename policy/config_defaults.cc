@@ -348,6 +348,14 @@ void validate(const Config& c, const ProblemSink& problem) {
       problem(p + ".mta_sts_mode", "mta_sts_mode mandatory needs delivery by MX (MTA-STS constrains MX hosts, not a smart host)");
   }
 
+  for (const auto& [path, value] : {std::pair<std::string, std::string>{"management.socket", c.management().socket()},
+                                    {"management.dataplane_socket", c.management().dataplane_socket()}}) {
+    if (value.front() != '/') problem(path, path.substr(11) + " must be an absolute path");
+    else if (value.size() > 107) problem(path, path.substr(11) + " is longer than a Unix socket path may be (107)");
+  }
+  if (c.management().socket() == c.management().dataplane_socket()) problem("management.dataplane_socket", "dataplane_socket must differ from socket");
+  if (c.management().socket() == c.outbound().policy_socket() || c.management().dataplane_socket() == c.outbound().policy_socket())
+    problem("management.socket", "the management sockets must differ from outbound.policy_socket");
   const Outbound& ob = c.outbound();
   if (ob.policy_socket().front() != '/') problem("outbound.policy_socket", "policy_socket must be an absolute path");
   else if (ob.policy_socket().size() > 107) problem("outbound.policy_socket", "policy_socket is longer than a Unix socket path may be (107)");

@@ -12,9 +12,14 @@
 #include <event2/event.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <ctime>
+#include <thread>
 #include <iostream>
 
+#include "controlplane/mgmt/management.h"
 #include "controlplane/mta_sts/mta_sts_config.h"
 #include "controlplane/mta_sts/policy_cache.h"
 #include "controlplane/mta_sts/policy_fetcher.h"
@@ -24,9 +29,12 @@
 #include "controlplane/resolver/destination.h"
 #include "controlplane/resolver/resolver.h"
 #include "controlplane/resolver/resolver_config.h"
+#include "controlplane/sts_publish/sts_publish.h"
+#include "controlplane/sts_publish/sts_server.h"
 #include "policy/config_loader.h"
 #include "policy/duration.h"
 #include "policy/log.h"
+#include "policy/mgmt_socket.h"
 
 namespace {
 
@@ -55,6 +63,8 @@ int main(int argc, char** argv) {
   bool check_only = false;
   app.add_option("--config", config_file, "Gateway configuration file")->capture_default_str();
   app.add_flag("--check-config", check_only, "Validate the configuration and exit (0 when valid)");
+  bool print_sts = false;
+  app.add_flag("--print-mta-sts", print_sts, "Print the gateway's own MTA-STS policy, its id and the _mta-sts TXT record for each accepted domain, and exit");
   CLI11_PARSE(app, argc, argv);
 
   auto loaded = config::load_config_file(config_file);
@@ -64,6 +74,27 @@ int main(int argc, char** argv) {
   }
   if (check_only) {
     std::cout << config_file << ": ok\n";
+    return 0;
+  }
+  if (print_sts) {
+    const std::string text = sts_publish::policy_text(*loaded.config);
+    policy::StsError perr;
+    if (!policy::parse_sts_policy(text, &perr)) {
+      std::cerr << "the generated MTA-STS policy does not parse: " << perr.to_string() << "\n";
+      return 1;
+    }
+    const std::string id = sts_publish::policy_id(text);
+    for (const auto& d : loaded.config->accepted_domains()) {
+      std::cout << "domain: " << d << "\nurl: https://mta-sts." << d << "/.well-known/mta-sts.txt\nid: " << id
+                << "\ntxt: " << sts_publish::txt_record(d, id) << "\npolicy:\n";
+      for (size_t b = 0, e; b < text.size(); b = e + 2) {
+        e = text.find("\r\n", b);
+        std::cout << "  " << text.substr(b, e - b) << "\n";
+      }
+      std::cout << "\n";
+    }
+    if (loaded.config->mta_sts_publish().listen().empty())
+      std::cerr << "note: mta_sts_publish.listen is not set; this control plane does not serve the policy\n";
     return 0;
   }
   const config::v1::Config cfg = *loaded.config;
@@ -102,6 +133,62 @@ int main(int argc, char** argv) {
     const size_t started = sts_cache->maintain();
     if (started > 0) log::info("mta_sts.maintenance").kv("refreshes", static_cast<uint64_t>(started)).kv("entries", static_cast<uint64_t>(sts_cache->size()));
   });
+  // The management API (mxedgectl): its requests run on their own threads and reach the table
+  // through the event base.
+  controlplane::ManagementDeps mdeps;
+  mdeps.base = base;
+  mdeps.table = &table;
+  mdeps.policy_server = server.get();
+  mdeps.sts_cache = sts_cache.get();
+  mdeps.config_file = config_file;
+  mdeps.started_at = static_cast<int64_t>(::time(nullptr));
+  mdeps.version = "0.1.0";
+  std::unique_ptr<sts_publish::StsPublishServer> sts_publisher;  // started after the other servers
+  mdeps.reload = [&table, &config_file, &cfg, &sts_publisher](std::string* detail) {
+    auto again = config::load_config_file(config_file);
+    if (!again.ok()) {
+      *detail = again.error_text();
+      log::error("controlplane.reload_rejected").kv("reason", *detail);
+      return false;
+    }
+    std::string fixed;
+    if (again.config->resolver().SerializeAsString() != cfg.resolver().SerializeAsString()) fixed += " resolver";
+    if (again.config->mta_sts().SerializeAsString() != cfg.mta_sts().SerializeAsString()) fixed += " mta_sts";
+    if (again.config->management().SerializeAsString() != cfg.management().SerializeAsString()) fixed += " management";
+    if (again.config->outbound().policy_socket() != cfg.outbound().policy_socket()) fixed += " outbound.policy_socket";
+    if (again.config->mta_sts_publish().listen() != cfg.mta_sts_publish().listen() ||
+        again.config->mta_sts_publish().certificates().size() != cfg.mta_sts_publish().certificates().size() ||
+        !std::equal(cfg.mta_sts_publish().certificates().begin(), cfg.mta_sts_publish().certificates().end(),
+                    again.config->mta_sts_publish().certificates().begin(),
+                    [](const auto& a, const auto& b) { return a.SerializeAsString() == b.SerializeAsString(); }))
+      fixed += " mta_sts_publish.listen/certificates";
+    if (sts_publisher) {
+      std::string text = sts_publish::policy_text(*again.config);
+      log::info("mta_sts.publish.reloaded").kv("id", sts_publish::policy_id(text));
+      sts_publisher->set_policy(std::move(text), {again.config->accepted_domains().begin(), again.config->accepted_domains().end()});
+    }
+    const size_t n = table.set_config(*again.config);
+    *detail = "reloaded; " + std::to_string(n) + " policies recompiled" + (fixed.empty() ? "" : "; needs a restart to change:" + fixed);
+    log::info("controlplane.reloaded").kv("recompiled", static_cast<uint64_t>(n)).kv("connectors", static_cast<int64_t>(again.config->connectors_size()))
+        .kv("needs_restart", fixed.empty() ? std::string("none") : fixed.substr(1));
+    return true;
+  };
+  controlplane::Management management(std::move(mdeps));
+  mgmt::MgmtServer mgmt_server("control plane",
+                               [&management](const mgmt::v1::Request& r, const mgmt::Peer& p) { return management.handle(r, p); });
+  if (!mgmt_server.start(cfg.management().socket(), cfg.management().admin_group(), &error)) {
+    log::error("controlplane.failed").kv("reason", error);
+    return 1;
+  }
+  if (!cfg.mta_sts_publish().listen().empty()) {
+    sts_publisher = sts_publish::StsPublishServer::start(cfg, &error);
+    if (!sts_publisher) {
+      log::error("controlplane.failed").kv("reason", error);
+      mgmt_server.stop();
+      return 1;
+    }
+  }
+
   auto on_signal = [](evutil_socket_t sig, short, void* arg) {
     log::info("controlplane.stopping").kv("signal", static_cast<int64_t>(sig));
     event_base_loopexit(static_cast<event_base*>(arg), nullptr);
@@ -113,12 +200,25 @@ int main(int argc, char** argv) {
 
   log::info("controlplane.started")
       .kv("policy_socket", cfg.outbound().policy_socket())
+      .kv("management", cfg.management().socket())
       .kv("trust_anchor", cfg.resolver().trust_anchor_file())
       .kv("mta_sts_cache", cfg.mta_sts().cache_file())
       .kv("mta_sts_policies", static_cast<uint64_t>(sts_cache->size()))
       .kv("connectors", static_cast<int64_t>(cfg.connectors_size()));
   event_base_dispatch(base);
 
+  // Requests in progress may be waiting for the event base: run its tasks until they are done.
+  std::atomic<bool> drained{false};
+  std::thread drain([&mgmt_server, &drained] {
+    mgmt_server.stop();
+    drained = true;
+  });
+  while (!drained) {
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  drain.join();
+  if (sts_publisher) sts_publisher->stop();
   event_free(term);
   event_free(intr);
   const auto& c = table.counters();

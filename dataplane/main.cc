@@ -12,10 +12,12 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 #include <iostream>
 #include <mutex>
 
+#include "dataplane/admin/admin.h"
 #include "dataplane/policy/policy_client.h"
 #include "dataplane/policy/policy_store.h"
 #include "dataplane/spool/spool.h"
@@ -28,10 +30,13 @@
 #include "dataplane/xdp/xdp_program.h"
 #include "policy/config_loader.h"
 #include "policy/log.h"
+#include "policy/mgmt_socket.h"
 
 namespace {
 
 using namespace mxedge;
+
+constexpr const char* kVersion = "0.1.0";
 
 int bind_listener(const SocketAddress& addr, std::string* error) {
   int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -132,7 +137,7 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "configuration file (YAML)")->capture_default_str();
   app.add_flag("--check-config", check_only, "validate the configuration and exit (0 when valid)");
   app.add_option("--shutdown-grace", grace_s, "seconds sessions get to finish on SIGTERM")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.set_version_flag("--version", std::string("mxedge-dataplane 0.1.0"));
+  app.set_version_flag("--version", std::string("mxedge-dataplane ") + kVersion);
   CLI11_PARSE(app, argc, argv);
 
   config::LoadResult loaded = config::load_config_file(config_path);
@@ -272,12 +277,83 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // Reload (SIGHUP, or `mxedgectl config reload` through the management API): certificates, limits,
+  // domains, next hop, connectors; settings that need a restart are kept and named.
+  std::mutex reload_mu;  // guards cfg and runtime against the management threads
+  auto reload_config = [&](std::string* detail) -> bool {
+    std::lock_guard<std::mutex> lock(reload_mu);
+    std::string why;
+    config::LoadResult again = config::load_config_file(config_path);
+    if (!again.ok()) {
+      *detail = again.error_text();
+      log::error("dataplane.reload_rejected").kv("reason", *detail);
+      return false;
+    }
+    auto next = worker::build_runtime(*again.config, &why);
+    if (!next) {
+      *detail = why;
+      log::error("dataplane.reload_rejected").kv("reason", why);
+      return false;
+    }
+    std::string fixed = restart_only_changes(cfg, *again.config);
+    if (!fixed.empty()) log::warning("dataplane.reload_partial").kv("needs_restart", fixed.substr(1));
+    if (!fixed.empty()) {
+      // Keep the settings that cannot change in place so sockets and spools stay consistent.
+      config::v1::Config merged = *again.config;
+      *merged.mutable_listeners() = cfg.listeners();
+      for (int i = 0; i < merged.listeners_size() && i < again.config->listeners_size(); ++i) {
+        *merged.mutable_listeners(i)->mutable_certificates() = again.config->listeners(i).certificates();
+        merged.mutable_listeners(i)->set_require_tls(again.config->listeners(i).require_tls());
+      }
+      *merged.mutable_workers() = cfg.workers();
+      *merged.mutable_spool() = cfg.spool();
+      next = worker::build_runtime(merged, &why);
+      if (!next) {
+        *detail = why;
+        log::error("dataplane.reload_rejected").kv("reason", why);
+        return false;
+      }
+    }
+    apply_logging(next->config);
+    for (auto& w : workers) w->reload(next);
+    runtime = next;
+    cfg = next->config;
+    *detail = fixed.empty() ? "reloaded" : "reloaded; needs a restart to change:" + fixed;
+    log::info("dataplane.reloaded").kv("accepted_domains", static_cast<uint64_t>(runtime->config.accepted_domains_size()));
+    return true;
+  };
+
+  // The management API's data-plane end (the control plane forwards to it).
+  dataplane::AdminDeps admin_deps;
+  for (auto& w : workers) admin_deps.workers.push_back(w.get());
+  admin_deps.fast_path = &fast_path;
+  admin_deps.fast_path_mu = &fast_path_mu;
+  admin_deps.policies = policy_store.get();
+  admin_deps.policy_client = policy_client.get();
+  admin_deps.runtime = [&] {
+    std::lock_guard<std::mutex> lock(reload_mu);
+    return runtime;
+  };
+  admin_deps.reload = reload_config;
+  admin_deps.started_at = static_cast<int64_t>(::time(nullptr));
+  admin_deps.version = kVersion;
+  dataplane::Admin admin(std::move(admin_deps));
+  mgmt::MgmtServer admin_server("data plane", [&admin](const mgmt::v1::Request& r, const mgmt::Peer& p) { return admin.handle(r, p); });
+  if (!admin_server.start(cfg.management().dataplane_socket(), cfg.management().admin_group(), &error)) {
+    log::error("dataplane.management_failed").kv("reason", error);
+    if (policy_client) policy_client->stop();
+    for (auto& w : workers) w->stop(0);
+    for (auto& w : workers) w->join();
+    return 1;
+  }
+
   {
     std::string names;
     for (const auto& l : runtime->listeners) names += (names.empty() ? "" : ",") + l.config.name() + "@" + l.address.to_string();
     log::info("dataplane.ready").kv("listeners", names).kv("workers", nworkers).kv("hostname", cfg.hostname())
         .kv("next_hop", cfg.next_hop().host() + ":" + std::to_string(cfg.next_hop().port())).kv("spool", cfg.spool().directory())
         .kv("stats", cfg.stats().listen().empty() ? std::string("off") : cfg.stats().listen())
+        .kv("management", cfg.management().dataplane_socket())
         .kv("xdp", fast_path ? std::to_string(fast_path->attachments().size()) + " interface(s)" : std::string("off"));
   }
 
@@ -286,42 +362,12 @@ int main(int argc, char** argv) {
     int sig = sigwaitinfo(&sigs, &info);
     if (sig < 0) continue;
     if (sig == SIGHUP) {
-      config::LoadResult again = config::load_config_file(config_path);
-      if (!again.ok()) {
-        log::error("dataplane.reload_rejected").kv("reason", again.error_text());
-        continue;
-      }
-      auto next = worker::build_runtime(*again.config, &error);
-      if (!next) {
-        log::error("dataplane.reload_rejected").kv("reason", error);
-        continue;
-      }
-      std::string fixed = restart_only_changes(cfg, *again.config);
-      if (!fixed.empty()) log::warning("dataplane.reload_partial").kv("needs_restart", fixed.substr(1));
-      if (!fixed.empty()) {
-        // Keep the settings that cannot change in place so sockets and spools stay consistent.
-        config::v1::Config merged = *again.config;
-        *merged.mutable_listeners() = cfg.listeners();
-        for (int i = 0; i < merged.listeners_size() && i < again.config->listeners_size(); ++i) {
-          *merged.mutable_listeners(i)->mutable_certificates() = again.config->listeners(i).certificates();
-          merged.mutable_listeners(i)->set_require_tls(again.config->listeners(i).require_tls());
-        }
-        *merged.mutable_workers() = cfg.workers();
-        *merged.mutable_spool() = cfg.spool();
-        next = worker::build_runtime(merged, &error);
-        if (!next) {
-          log::error("dataplane.reload_rejected").kv("reason", error);
-          continue;
-        }
-      }
-      apply_logging(next->config);
-      for (auto& w : workers) w->reload(next);
-      runtime = next;
-      cfg = next->config;
-      log::info("dataplane.reloaded").kv("accepted_domains", static_cast<uint64_t>(runtime->config.accepted_domains_size()));
+      std::string detail;
+      reload_config(&detail);
       continue;
     }
     log::info("dataplane.stopping").kv("signal", sig == SIGTERM ? "TERM" : "INT").kv("grace_s", grace_s);
+    admin_server.stop();                        // no management request reaches a stopping worker
     if (policy_client) policy_client->stop();  // no more pushes (or wake-ups) while workers wind down
     for (auto& w : workers) w->stop(grace_s * 1000);
     for (auto& w : workers) w->join();

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "policy/duration.h"
+#include "policy/mta_sts.h"
 #include "policy/socket_address.h"
 
 namespace mxedge::config {
@@ -147,6 +148,15 @@ void apply_defaults(Config& c) {
   if (mg->socket().empty()) mg->set_socket("/run/mxedge/mgmt.sock");
   if (mg->dataplane_socket().empty()) mg->set_dataplane_socket("/run/mxedge/dataplane.sock");
   if (mg->admin_group().empty()) mg->set_admin_group("mxadmin");
+
+  MtaStsPublish* sp = c.mutable_mta_sts_publish();
+  if (sp->mode() == STS_PUBLISH_MODE_UNSPECIFIED) sp->set_mode(STS_PUBLISH_MODE_TESTING);
+  set_default_duration(sp->mutable_max_age(), sp->has_max_age(), sp->mode() == STS_PUBLISH_MODE_ENFORCE ? 7 * 86400 : 86400);
+  for (auto& name : *sp->mutable_mx()) {
+    name = lower(name);
+    if (!name.empty() && name.back() == '.') name.pop_back();
+  }
+  if (sp->mx().empty()) sp->add_mx(lower(c.hostname()));
 
   Outbound* ob = c.mutable_outbound();
   if (ob->policy_socket().empty()) ob->set_policy_socket("/run/mxedge/policy.sock");
@@ -374,6 +384,31 @@ void validate(const Config& c, const ProblemSink& problem) {
 
   if (!c.stats().listen().empty() && !SocketAddress::parse(c.stats().listen()))
     problem("stats.listen", "invalid stats address '" + c.stats().listen() + "' (expected IP:PORT or [IPv6]:PORT)");
+
+  const MtaStsPublish& sp = c.mta_sts_publish();
+  if (sp.max_age().seconds() < 1 || sp.max_age().seconds() > policy::kStsMaxAge)
+    problem("mta_sts_publish.max_age", "max_age must be between 1s and 31557600s (RFC 8461 3.2), got " +
+                                           std::to_string(sp.max_age().seconds()) + "s");
+  if (!sp.listen().empty()) {
+    if (!SocketAddress::parse(sp.listen()))
+      problem("mta_sts_publish.listen", "invalid listen address '" + sp.listen() + "' (expected IP:PORT or [IPv6]:PORT)");
+    if (sp.certificates_size() == 0)
+      problem("mta_sts_publish.certificates", "mta_sts_publish.listen needs at least one certificate (the policy is served over HTTPS only)");
+    // With `listen` unset the mx default (hostname) is not checked: nothing is served.
+    for (int i = 0; i < sp.mx_size(); ++i) {
+      const std::string& name = sp.mx(i);
+      if (!policy::is_a_label_domain(name.starts_with("*.") ? name.substr(2) : name))
+        problem("mta_sts_publish.mx[" + std::to_string(i) + "]", "invalid mx '" + name + "' (expected a host name or *.domain)");
+    }
+  }
+  for (int j = 0; j < sp.certificates_size(); ++j) {
+    const Certificate& cert = sp.certificates(j);
+    const std::string cp = "mta_sts_publish.certificates[" + std::to_string(j) + "]";
+    if (cert.cert_file().empty()) problem(cp, "cert_file is required");
+    else if (access(cert.cert_file().c_str(), R_OK) != 0) problem(cp + ".cert_file", "cannot read certificate file " + cert.cert_file());
+    if (cert.key_file().empty()) problem(cp, "key_file is required");
+    else if (access(cert.key_file().c_str(), R_OK) != 0) problem(cp + ".key_file", "cannot read key file " + cert.key_file());
+  }
 
   if (c.spool().directory().empty()) problem("spool", "spool.directory is required");
   else if (c.spool().directory().front() != '/') problem("spool.directory", "spool.directory must be an absolute path");

@@ -42,10 +42,12 @@ void PolicyTable::request(const std::string& domain_in) {
 void PolicyTable::compile(const std::string& domain) {
   Entry& e = entries_[domain];
   e.compiling = true;
+  e.generation = ++generations_;
+  const uint64_t generation = e.generation;
   ++compiling_;
   const config::v1::Connector& connector = config::select_connector(config_, domain);
   if (!connector.smart_host().empty()) {
-    compile_smart_host(domain, connector);
+    compile_smart_host(domain, generation, connector);
     return;
   }
   const bool want_sts = sts_cache_ != nullptr && connector.mta_sts_mode() != config::v1::CONNECTOR_MODE_NONE;
@@ -56,14 +58,14 @@ void PolicyTable::compile(const std::string& domain) {
   };
   auto join = std::make_shared<Join>();
   join->want_sts = want_sts;
-  auto done = [this, domain, join] {
+  auto done = [this, domain, generation, join] {
     if (!join->dest || (join->want_sts && !join->sts)) return;
     int64_t sts_expires = 0;
     if (join->sts && join->sts->kind == mta_sts::StsResult::kPolicy) {
       auto cached = sts_cache_->cached(domain);
       sts_expires = cached ? cached->expires_at : now_() + join->sts->policy.max_age;
     }
-    finish(domain, join->dest, join->sts ? &*join->sts : nullptr, sts_expires, 0);
+    finish(domain, generation, join->dest, join->sts ? &*join->sts : nullptr, sts_expires, 0);
   };
   destinations_.resolve(domain, [join, done](const resolver::DestinationResolver::Result& d, bool) {
     join->dest = d;
@@ -106,7 +108,7 @@ bool PolicyTable::parse_smart_host(const std::string& text, std::string* host, u
   return !h.empty();
 }
 
-void PolicyTable::compile_smart_host(const std::string& domain, const config::v1::Connector& connector) {
+void PolicyTable::compile_smart_host(const std::string& domain, uint64_t generation, const config::v1::Connector& connector) {
   std::string host;
   uint16_t port = 25;
   if (!parse_smart_host(connector.smart_host(), &host, &port)) {
@@ -114,7 +116,7 @@ void PolicyTable::compile_smart_host(const std::string& domain, const config::v1
     d->domain = domain;
     d->mx_state = resolver::MxState::kFailure;
     d->why = "invalid smart_host '" + connector.smart_host() + "'";
-    finish(domain, d, nullptr, 0, 0);
+    finish(domain, generation, d, nullptr, 0, 0);
     return;
   }
   unsigned char buf[16];
@@ -133,18 +135,18 @@ void PolicyTable::compile_smart_host(const std::string& domain, const config::v1
     a.kind = resolver::AnswerKind::kData;
     a.addresses.push_back(host);
     d->hosts.push_back(std::move(h));
-    finish(domain, d, nullptr, 0, port);
+    finish(domain, generation, d, nullptr, 0, port);
     return;
   }
-  destinations_.resolve_host(host, port, [this, domain, port](const resolver::DestinationResolver::Result& d, bool) {
-    finish(domain, d, nullptr, 0, port);
+  destinations_.resolve_host(host, port, [this, domain, generation, port](const resolver::DestinationResolver::Result& d, bool) {
+    finish(domain, generation, d, nullptr, 0, port);
   });
 }
 
-void PolicyTable::finish(const std::string& domain, std::shared_ptr<const resolver::DestinationResult> dest,
+void PolicyTable::finish(const std::string& domain, uint64_t generation, std::shared_ptr<const resolver::DestinationResult> dest,
                          const mta_sts::StsResult* sts, int64_t sts_expires, uint16_t smart_host_port) {
   auto it = entries_.find(domain);
-  if (it == entries_.end()) return;
+  if (it == entries_.end() || !it->second.compiling || it->second.generation != generation) return;  // purged meanwhile
   Entry& e = it->second;
   e.compiling = false;
   --compiling_;
@@ -190,6 +192,44 @@ void PolicyTable::tick() {
   }
   if (!removed.empty()) publish({}, std::move(removed));
   for (const auto& d : recompile) compile(d);
+}
+
+bool PolicyTable::refresh(const std::string& domain) {
+  Entry& e = entries_[domain];
+  e.used_at = now_();
+  if (e.compiling) return false;
+  log::info("policy.refresh").kv("domain", domain);
+  compile(domain);
+  return true;
+}
+
+bool PolicyTable::purge(const std::string& domain) {
+  auto it = entries_.find(domain);
+  if (it == entries_.end()) return false;
+  const bool published = it->second.policy != nullptr;
+  if (it->second.compiling) --compiling_;
+  entries_.erase(it);
+  log::info("policy.purged").kv("domain", domain);
+  if (published) publish({}, {domain});
+  return true;
+}
+
+size_t PolicyTable::set_config(const config::v1::Config& config) {
+  config_ = config;
+  size_t n = 0;
+  for (const std::string& d : domains()) {
+    if (entries_[d].compiling) continue;
+    compile(d);
+    ++n;
+  }
+  return n;
+}
+
+std::vector<std::string> PolicyTable::domains() const {
+  std::vector<std::string> out;
+  for (const auto& [d, e] : entries_) out.push_back(d);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 void PolicyTable::publish(std::vector<std::shared_ptr<const policy::DestinationPolicy>> upserts, std::vector<std::string> removed) {

@@ -43,6 +43,16 @@ class PolicyTable {
   // Once a second: recompile expired policies still in use, withdraw idle ones.
   void tick();
 
+  // The management API. refresh: compile `domain` now with fresh lookups (it enters the table when
+  // absent); false when a compilation is already under way. purge: drop it (withdrawn from the data
+  // planes); false when absent. set_config: new connectors / outbound settings; every policy is
+  // recompiled under them; returns how many compilations started.
+  bool refresh(const std::string& domain);
+  bool purge(const std::string& domain);
+  size_t set_config(const config::v1::Config& config);
+  const config::v1::Config& config() const { return config_; }
+  std::vector<std::string> domains() const;
+
   mxedge::policy::v1::Snapshot snapshot() const;
   uint64_t version() const { return version_; }
   size_t size() const { return entries_.size(); }
@@ -56,11 +66,12 @@ class PolicyTable {
     std::shared_ptr<const policy::DestinationPolicy> policy;  // null until the first compilation
     int64_t used_at = 0;
     bool compiling = false;
+    uint64_t generation = 0;  // of the compilation under way; a purged entry's late result is dropped
   };
   void compile(const std::string& domain);
-  void finish(const std::string& domain, std::shared_ptr<const resolver::DestinationResult> dest,
+  void finish(const std::string& domain, uint64_t generation, std::shared_ptr<const resolver::DestinationResult> dest,
               const mta_sts::StsResult* sts, int64_t sts_expires, uint16_t smart_host_port);
-  void compile_smart_host(const std::string& domain, const config::v1::Connector& connector);
+  void compile_smart_host(const std::string& domain, uint64_t generation, const config::v1::Connector& connector);
 
  public:
   static bool parse_smart_host(const std::string& text, std::string* host, uint16_t* port);
@@ -68,13 +79,14 @@ class PolicyTable {
  private:
   void publish(std::vector<std::shared_ptr<const policy::DestinationPolicy>> upserts, std::vector<std::string> removed);
 
-  const config::v1::Config& config_;
+  config::v1::Config config_;
   resolver::DestinationResolver& destinations_;
   mta_sts::PolicyCache* sts_cache_;
   std::function<int64_t()> now_;
   Listener listener_;
   std::unordered_map<std::string, Entry> entries_;
   uint64_t version_ = 0;
+  uint64_t generations_ = 0;
   size_t compiling_ = 0;
   TableCounters counters_;
 };

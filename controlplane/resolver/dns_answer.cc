@@ -155,8 +155,15 @@ bool parse_answer(std::span<const uint8_t> packet, std::string_view qname, uint1
         out->targets.push_back(std::move(target));
         break;
       }
-      default:
+      default: {
+        std::unique_ptr<char, CharDeleter> s(ldns_rr2str_fmt(ldns_output_format_nocomments, r.rr));
+        if (!s) return fail("malformed " + type_name(qtype) + " record at " + name);
+        std::string text(s.get());
+        while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\t')) text.pop_back();
+        std::replace(text.begin(), text.end(), '\t', ' ');
+        out->other.push_back(std::move(text));
         break;
+      }
     }
   }
 

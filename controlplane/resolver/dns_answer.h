@@ -1,5 +1,6 @@
 // Record-level reading of a DNS answer packet (wire format, as libunbound returns it) with ldns:
-// the CNAME chain from the question name, the final RRset's records (MX, A/AAAA, TLSA, CNAME, TXT), the
+// the CNAME chain from the question name, the final RRset's records (MX, A/AAAA, TLSA, CNAME, TXT; other
+// types as text), the
 // TTL, and the negative-caching TTL of a denial (RFC 2308). Malformed input never crashes; it gives
 // a clear error instead.
 #pragma once
@@ -47,6 +48,9 @@ struct ParsedAnswer {
   std::vector<policy::TlsaRecord> tlsa;
   std::vector<std::string> targets;  // CNAME rdata when the question type is CNAME
   std::vector<std::string> txt;      // TXT records, each with its character-strings joined
+  // Records of any other question type (SOA, DNSKEY, DS, ...), each in presentation format without
+  // comments: "owner. TTL IN TYPE rdata" (the DNSSEC wizard reads DNSKEY and DS this way).
+  std::vector<std::string> other;
   // Smallest TTL of the chain and the final RRset; for a denial, the SOA's negative TTL
   // (min(SOA TTL, SOA MINIMUM)); 0 when the packet carries neither.
   uint32_t ttl = 0;

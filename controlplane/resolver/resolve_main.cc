@@ -16,6 +16,9 @@
 #include <random>
 #include <thread>
 
+#include <google/protobuf/util/json_util.h>
+
+#include "controlplane/analyzer/analyzer.h"
 #include "controlplane/mta_sts/mta_sts_config.h"
 #include "controlplane/mta_sts/policy_cache.h"
 #include "controlplane/mta_sts/policy_fetcher.h"
@@ -25,6 +28,7 @@
 #include "controlplane/resolver/resolver.h"
 #include "controlplane/resolver/resolver_config.h"
 #include "controlplane/resolver/result_json.h"
+#include "controlplane/wizard/wizard.h"
 #include "controlplane/policy_compiler/compiler.h"
 #include "controlplane/policy_compiler/policy_json.h"
 #include "policy/config_loader.h"
@@ -108,6 +112,21 @@ int main(int argc, char** argv) {
   app.add_option("--mta-sts-mode", sts_mode, "With --policy: the connector's MTA-STS mode")
       ->check(CLI::IsMember({"none", "opportunistic", "mandatory"}));
   app.add_flag("--no-cleartext", no_cleartext, "With --policy: the connector never delivers in cleartext");
+  std::string check_domain;
+  bool no_probe = false;
+  app.add_option("--check", check_domain,
+                 "Connectivity check of this domain: DNS, MTA-STS, live SMTP/TLS probes of its MX hosts, a verdict per "
+                 "connector mode (exit 0 when the configured connector would deliver)");
+  app.add_flag("--no-probe", no_probe, "With --check: DNS and MTA-STS only, no SMTP connections");
+  std::string wizard_domain, next_cert, next_key;
+  std::vector<std::string> wizard_mx;
+  app.add_option("--wizard", wizard_domain,
+                 "DNSSEC enablement wizard for this domain: DNSSEC/DS, MX, TLSA, MTA-STS and TLS-RPT against this gateway, "
+                 "the records to publish and the cutover plan (exit 0 when everything is in place)");
+  app.add_option("--mx", wizard_mx, "With --wizard: a gateway MX name (repeatable; default: the config's hostname)")
+      ->allow_extra_args(false);
+  app.add_option("--next-cert", next_cert, "With --wizard: the certificate (PEM chain) the gateway rolls to next");
+  app.add_option("--next-key", next_key, "With --wizard: the key (PEM) the gateway rolls to next");
   CLI11_PARSE(app, argc, argv);
   mxedge::config::v1::Config gateway_config;
   if (!config_file.empty()) {
@@ -156,6 +175,83 @@ int main(int argc, char** argv) {
     }
     for (const auto& d : ds) std::cout << d << "\n";
     return 0;
+  }
+  if (!check_domain.empty()) {
+    // The analyzer's settings come from the configuration (defaults without one); flags given win.
+    mxedge::analyzer::CheckSettings cs = mxedge::analyzer::check_settings(gateway_config);
+    auto given = [&](const char* flag) { return app.count(flag) > 0; };
+    if (given("--trust-anchor")) cs.resolver.trust_anchor_file = opt.trust_anchor_file;
+    if (given("--root-hints")) cs.resolver.root_hints_file = opt.root_hints_file;
+    if (given("--root-server")) cs.resolver.root_stub = opt.root_stub;
+    if (given("--forwarder")) cs.resolver.forwarders = opt.forwarders;
+    if (given("--allow-loopback")) cs.resolver.allow_loopback_servers = true;
+    if (given("--nodefault-zone")) cs.resolver.nodefault_zones = opt.nodefault_zones;
+    if (given("--timeout-ms")) cs.resolver.query_timeout = std::chrono::milliseconds(timeout_ms);
+    if (given("--retries")) cs.resolver.retries = opt.retries;
+    if (given("--edns-buffer-size")) cs.resolver.edns_buffer_size = opt.edns_buffer_size;
+    if (given("--no-ipv6")) cs.resolver.use_ipv6_transport = false;
+    if (given("--log-file")) cs.resolver.log_file = opt.log_file;
+    if (given("--ca-file")) cs.fetch.ca_file = fetch_opt.ca_file;
+    if (given("--proxy")) cs.fetch.proxy = fetch_opt.proxy;
+    if (given("--fetch-timeout-ms")) cs.fetch.total_timeout = std::chrono::milliseconds(fetch_timeout_ms);
+    cs.fetch.connect_timeout = std::min(cs.fetch.connect_timeout, cs.fetch.total_timeout);
+    mxedge::mgmt::v1::CheckRequest request;
+    request.set_domain(check_domain);
+    request.set_no_probe(no_probe);
+    const auto report = mxedge::analyzer::run_check(gateway_config, request, cs);
+    if (json) {
+      std::string out;
+      google::protobuf::util::JsonPrintOptions jopt;
+      jopt.always_print_primitive_fields = true;
+      jopt.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(report, &out, jopt);
+      std::cout << out << "\n";
+    } else {
+      std::cout << mxedge::analyzer::render_check_text(report);
+    }
+    std::cout.flush();
+    return mxedge::analyzer::would_deliver(report) ? 0 : 1;
+  }
+  if (!wizard_domain.empty()) {
+    // The wizard builds its resolver and fetcher from the configuration: flags given go into a copy.
+    mxedge::config::v1::Config wc = gateway_config;
+    auto given = [&](const char* flag) { return app.count(flag) > 0; };
+    auto* rc = wc.mutable_resolver();
+    auto ms = [](int64_t v, google::protobuf::Duration* d) {
+      d->set_seconds(v / 1000);
+      d->set_nanos(static_cast<int32_t>(v % 1000) * 1000000);
+    };
+    if (given("--trust-anchor")) rc->set_trust_anchor_file(opt.trust_anchor_file);
+    if (given("--root-hints")) rc->set_root_hints_file(opt.root_hints_file);
+    if (given("--root-server")) { rc->clear_root_servers(); for (const auto& x : opt.root_stub) rc->add_root_servers(x); }
+    if (given("--forwarder")) { rc->clear_forwarders(); for (const auto& x : opt.forwarders) rc->add_forwarders(x); }
+    if (given("--nodefault-zone")) { rc->clear_nodefault_zones(); for (const auto& x : opt.nodefault_zones) rc->add_nodefault_zones(x); }
+    if (given("--timeout-ms")) ms(timeout_ms, rc->mutable_query_timeout());
+    if (given("--retries")) rc->set_retries(static_cast<uint32_t>(opt.retries));
+    if (given("--edns-buffer-size")) rc->set_edns_buffer_size(static_cast<uint32_t>(opt.edns_buffer_size));
+    if (given("--no-ipv6")) rc->set_ipv6_transport(false);
+    if (given("--ca-file")) wc.mutable_mta_sts()->set_ca_file(fetch_opt.ca_file);
+    if (given("--proxy")) wc.mutable_mta_sts()->set_proxy(fetch_opt.proxy);
+    if (given("--fetch-timeout-ms")) ms(fetch_timeout_ms, wc.mutable_mta_sts()->mutable_fetch_timeout());
+    mxedge::mgmt::v1::WizardRequest request;
+    request.set_domain(wizard_domain);
+    for (const std::string& m : wizard_mx) request.add_mx_names(m);
+    request.set_next_cert_file(next_cert);
+    request.set_next_key_file(next_key);
+    const auto report = mxedge::wizard::run_wizard(wc, request);
+    if (json) {
+      std::string out;
+      google::protobuf::util::JsonPrintOptions jopt;
+      jopt.always_print_primitive_fields = true;
+      jopt.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(report, &out, jopt);
+      std::cout << out << "\n";
+    } else {
+      std::cout << mxedge::wizard::render_wizard_text(report);
+    }
+    std::cout.flush();
+    if (!report.error().empty()) std::cerr << "mxedge-resolve: " << report.error() << "\n";
+    return report.ready() ? 0 : 1;
   }
   if (names.empty() && sts_purge.empty() && !sts_sweep && !sts_maintain) {
     std::cerr << "mxedge-resolve: name a domain to resolve (see --help)\n";

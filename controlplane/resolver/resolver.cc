@@ -32,6 +32,7 @@ size_t estimate_bytes(const LookupResult& r) {
   for (const auto& t : r.answer.tlsa) n += t.data.size() + 48;
   for (const auto& t : r.answer.targets) n += t.size() + 32;
   for (const auto& t : r.answer.txt) n += t.size() + 32;
+  for (const auto& t : r.answer.other) n += t.size() + 32;
   return n;
 }
 
@@ -127,7 +128,8 @@ std::shared_ptr<LookupResult> make_lookup_result(std::string_view qname, uint16_
   }
   out->security = raw.sec == RawAnswer::kSecure ? Security::kSecure : Security::kInsecure;
   const ParsedAnswer& a = out->answer;
-  const bool data = !a.mx.empty() || !a.addresses.empty() || !a.tlsa.empty() || !a.targets.empty() || !a.txt.empty();
+  const bool data = !a.mx.empty() || !a.addresses.empty() || !a.tlsa.empty() || !a.targets.empty() || !a.txt.empty() ||
+                    !a.other.empty();
   out->kind = rcode == 3 ? AnswerKind::kNxDomain : data ? AnswerKind::kData : AnswerKind::kNoData;
   out->ttl = a.ttl;
   return out;

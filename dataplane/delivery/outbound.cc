@@ -2,6 +2,7 @@
 #include "dataplane/delivery/outbound.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 
@@ -180,6 +181,12 @@ trace::TraceEvent Destination::event(const char* what, const relay::Job* job, co
   if (job != nullptr) {
     e.qid = job->entry->envelope.queue_id();
     e.rcpts = static_cast<uint32_t>(job->rcpts.size());
+    for (uint32_t i : job->rcpts) {
+      if (static_cast<int>(i) >= job->entry->envelope.recipients_size()) continue;
+      std::string a = job->entry->envelope.recipients(static_cast<int>(i)).address();
+      for (char& ch : a) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      e.recipients.push_back(std::move(a));
+    }
   }
   if (policy_) {
     e.dane_mode = std::string(policy::to_string(policy_->dane_mode));
@@ -245,6 +252,8 @@ void Destination::backoff(relay::Job job, const std::string& reason) {
     te.result_type = policy_ && policy_->verdict == policy::PolicyVerdict::kDefer ? policy_->result_type : last_result_type_;
     out_.trace(std::move(te));
   }
+  e->last_error = reason;
+  e->next_attempt_ms = wall_us() / 1000 + delay;
   deferred_.emplace(at, std::move(job));
   out_.wake_at(at);
 }
@@ -390,9 +399,67 @@ void Destination::connection_closed(relay::RelayConnection* c) {
   if (!ready_.empty()) kick();
 }
 
+size_t Destination::retry(const std::function<bool(const spool::SpoolEntry&)>& match) {
+  size_t n = 0;
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (match(*it->second.entry)) {
+      it->second.entry->next_attempt_ms = 0;
+      ready_.push_back(std::move(it->second));
+      it = deferred_.erase(it);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  if (n > 0) kick();
+  return n;
+}
+
+void Destination::take(const spool::SpoolEntry* entry, std::vector<relay::Job>* out) {
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    if (it->entry == entry) {
+      out->push_back(std::move(*it));
+      it = ready_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (it->second.entry == entry) {
+      out->push_back(std::move(it->second));
+      it = deferred_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::vector<relay::Job> Outbound::take(const spool::SpoolEntry* entry) {
+  std::vector<relay::Job> out;
+  for (auto& [domain, d] : destinations_) d->take(entry, &out);
+  return out;
+}
+
+void Outbound::put_back(std::vector<relay::Job> jobs) {
+  for (auto& job : jobs) {
+    if (job.rcpts.empty()) continue;
+    const std::string domain = domain_of(job.entry->envelope.recipients(static_cast<int>(job.rcpts.front())).address());
+    auto& d = destinations_[domain];
+    if (!d) d = std::make_unique<Destination>(*this, domain);
+    d->add(std::move(job));
+  }
+}
+
+size_t Outbound::retry(const std::function<bool(const spool::SpoolEntry&)>& match) {
+  size_t n = 0;
+  for (auto& [domain, d] : destinations_) n += d->retry(match);
+  return n;
+}
+
 void Destination::release_deferred(int64_t now_ms) {
   bool moved = false;
   while (!deferred_.empty() && deferred_.begin()->first <= now_ms) {
+    deferred_.begin()->second.entry->next_attempt_ms = 0;
     ready_.push_back(std::move(deferred_.begin()->second));
     deferred_.erase(deferred_.begin());
     moved = true;

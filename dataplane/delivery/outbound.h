@@ -64,6 +64,8 @@ class Destination final : public relay::ConnectionOwner {
   void abort_all();
   void reap() { graveyard_.clear(); }
   void release_deferred(int64_t now_ms);
+  size_t retry(const std::function<bool(const spool::SpoolEntry&)>& match);  // see Outbound::retry
+  void take(const spool::SpoolEntry* entry, std::vector<relay::Job>* out);    // see Outbound::take
   int64_t next_deferred_ms() const { return deferred_.empty() ? INT64_MAX : deferred_.begin()->first; }
 
   // relay::ConnectionOwner
@@ -130,6 +132,13 @@ class Outbound {
   // Null when the TLS client context cannot be made (error logged).
   bool set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime);
   void enqueue(spool::SpoolEntry* entry);
+  // Moves deferred jobs whose message `match` accepts back to their destination's ready queue and
+  // starts them (the management API's "queue retry"); returns how many jobs.
+  size_t retry(const std::function<bool(const spool::SpoolEntry&)>& match);
+  // Takes every queued (ready or deferred, not in flight) job of `entry` out of its destination
+  // (hold, delete); put_back() returns them (ready) when the operation cannot go ahead.
+  std::vector<relay::Job> take(const spool::SpoolEntry* entry);
+  void put_back(std::vector<relay::Job> jobs);
   void stop();
   bool idle() const;
   void abort_all();

@@ -12,6 +12,12 @@
 
 namespace mxedge::relay {
 
+namespace {
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
 Relay::Relay(worker::EventLoop& loop, spool::Spool& spool, unsigned worker_index, stats::WorkerCounters& counters)
     : loop_(loop),
       spool_(spool),
@@ -150,13 +156,53 @@ void Relay::defer(RelayConnection*, const Job& job, const std::string& reason) {
   int64_t delay = backoff_ms(entry->attempts);
   deferred_.emplace(loop_.now_ms() + delay, entry);
   deferred_timer_.arm_at(deferred_.begin()->first);
+  entry->last_error = reason;
+  entry->next_attempt_ms = wall_ms() + delay;
   log::info("message.deferred").kv("worker", worker_).kv("qid", entry->envelope.queue_id())
       .kv("attempts", entry->attempts).kv("retry_in_ms", delay).kv("reason", reason);
+}
+
+bool Relay::take(const spool::SpoolEntry* entry) {
+  bool found = false;
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    if (*it == entry) {
+      it = ready_.erase(it);
+      found = true;
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (it->second == entry) {
+      it = deferred_.erase(it);
+      found = true;
+    } else {
+      ++it;
+    }
+  }
+  return found;
+}
+
+size_t Relay::retry(const std::function<bool(const spool::SpoolEntry&)>& match) {
+  size_t n = 0;
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (match(*it->second)) {
+      it->second->next_attempt_ms = 0;
+      ready_.push_back(it->second);
+      it = deferred_.erase(it);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  if (n > 0) kick();
+  return n;
 }
 
 void Relay::release_deferred() {
   const int64_t now = loop_.now_ms();
   while (!deferred_.empty() && deferred_.begin()->first <= now) {
+    deferred_.begin()->second->next_attempt_ms = 0;
     ready_.push_back(deferred_.begin()->second);
     deferred_.erase(deferred_.begin());
   }

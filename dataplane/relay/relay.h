@@ -36,6 +36,12 @@ class Relay final : public ConnectionOwner {
   bool idle() const { return connections_.empty(); }
   void abort_all();
   void reap();
+  // Moves deferred entries that `match` accepts to the ready queue and starts them (the management
+  // API's "queue retry"); returns how many.
+  size_t retry(const std::function<bool(const spool::SpoolEntry&)>& match);
+  // Takes `entry` out of the ready and deferred queues (hold, delete); false when it is in neither
+  // (in flight, or already held).
+  bool take(const spool::SpoolEntry* entry);
 
   // ConnectionOwner, for its connections.
   worker::EventLoop& loop() override { return loop_; }

@@ -24,6 +24,7 @@ namespace {
 constexpr uint32_t kMagic = 0x3153584d;  // "MXS1"
 constexpr uint32_t kTypeMessage = 1;
 constexpr uint32_t kTypeResult = 2;
+constexpr uint32_t kTypeHold = 3;
 constexpr size_t kHeaderSize = 16;
 constexpr uint32_t kMaxHeadSize = 16 << 20;  // envelopes are far smaller; anything larger is corruption
 
@@ -320,6 +321,12 @@ bool Spool::recover_segment(Segment& seg, bool is_last, std::string* error) {
       } else {
         log::error("spool.bad_envelope").kv("segment", segment_path(seg.seq)).kv("offset", static_cast<uint64_t>(pos));
       }
+    } else if (type == kTypeHold) {
+      mxedge::spool::v1::HoldState h;
+      if (h.ParseFromArray(payload, static_cast<int>(length))) {
+        auto it = entries_.find(h.queue_id());
+        if (it != entries_.end()) it->second->held = h.held();
+      }
     } else if (type == kTypeResult) {
       mxedge::spool::v1::DeliveryResult r;
       if (r.ParseFromArray(payload, static_cast<int>(length))) {
@@ -610,6 +617,19 @@ void Spool::settle(SpoolEntry* entry, const std::vector<mxedge::spool::v1::Recip
   if (!entry->envelope.body_file().empty()) ::unlink((dir_ + "/" + entry->envelope.body_file()).c_str());
   entries_.erase(entry->envelope.queue_id());
   retire_segments();
+}
+
+bool Spool::set_held(SpoolEntry* entry, bool held, std::string* error) {
+  mxedge::spool::v1::HoldState h;
+  h.set_queue_id(entry->envelope.queue_id());
+  h.set_held(held);
+  const int err = append_record(kTypeHold, h.SerializeAsString(), {});
+  if (err != 0 || ::fdatasync(segments_.back().fd) != 0) {
+    *error = std::string("cannot write the hold record: ") + std::strerror(err != 0 ? err : errno);
+    return false;
+  }
+  entry->held = held;
+  return true;
 }
 
 void Spool::flush() {

@@ -52,6 +52,12 @@ struct SpoolEntry {
   uint32_t attempts = 0;
   // A delay notice went to the sender (not persisted: after a restart one may be sent again).
   bool delay_notified = false;
+  // For the management API's queue view (not persisted): why the last attempt was deferred, and
+  // when (Unix ms) the next one is due; 0 while ready or in flight.
+  std::string last_error;
+  int64_t next_attempt_ms = 0;
+  // Held by an administrator (a HOLD record; survives restarts): in no delivery queue.
+  bool held = false;
 };
 
 class Spool {
@@ -84,8 +90,21 @@ class Spool {
   // durable with the next commit or flush (a crash before that only repeats a delivery).
   void settle(SpoolEntry* entry, const std::vector<mxedge::spool::v1::RecipientResult>& results);
   void flush();
+  // Holds or releases `entry` durably (a HOLD record, synced before returning). False with *error
+  // when the record cannot be written; the entry is unchanged then.
+  bool set_held(SpoolEntry* entry, bool held, std::string* error);
 
   size_t pending_messages() const { return entries_.size(); }
+  // Every entry with unsettled recipients (the management API's queue view), in no particular order.
+  template <typename Fn>
+  void for_each_entry(Fn&& fn) const {
+    for (const auto& [qid, entry] : entries_) fn(*entry);
+  }
+  std::vector<SpoolEntry*> entries() {
+    std::vector<SpoolEntry*> out;
+    for (auto& [qid, entry] : entries_) out.push_back(entry.get());
+    return out;
+  }
   const std::string& directory() const { return dir_; }
 
   // Moves segments and body files of worker directories w<k>, k >= workers, into w0 so that a smaller

@@ -3,8 +3,10 @@
 // when asked. Names here are the Prometheus metric names without the mxedge_ prefix.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 
 namespace mxedge::stats {
 
@@ -35,6 +37,18 @@ namespace mxedge::stats {
   X(outbound_failed, "Outbound recipients failed (null MX, NXDOMAIN, 5xx)")                          \
   X(outbound_host_failures, "Connections to MX hosts that failed (connect, STARTTLS, TLS policy)")
 
+// Inbound TLS handshakes by cipher suite: the suites tls_context.cc offers, and "other".
+inline constexpr std::array<std::string_view, 10> kTlsCipherNames = {
+    "TLS_AES_256_GCM_SHA384",        "TLS_AES_128_GCM_SHA256",        "TLS_CHACHA20_POLY1305_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES256-GCM-SHA384",   "ECDHE-RSA-AES128-GCM-SHA256",   "ECDHE-RSA-CHACHA20-POLY1305",
+    "other"};
+inline size_t tls_cipher_slot(std::string_view name) {
+  for (size_t i = 0; i + 1 < kTlsCipherNames.size(); ++i)
+    if (kTlsCipherNames[i] == name) return i;
+  return kTlsCipherNames.size() - 1;
+}
+
 struct alignas(64) WorkerCounters {
 #define MXEDGE_DECLARE(name, help) std::atomic<uint64_t> name{0};
   MXEDGE_WORKER_COUNTERS(MXEDGE_DECLARE)
@@ -42,6 +56,7 @@ struct alignas(64) WorkerCounters {
   // Gauges, set by the owner.
   std::atomic<uint64_t> sessions_active{0};
   std::atomic<uint64_t> spool_pending{0};
+  std::array<std::atomic<uint64_t>, kTlsCipherNames.size()> tls_ciphers{};
 };
 
 // Single-writer increment: a plain load and store, which other threads may read at any time.

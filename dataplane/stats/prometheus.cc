@@ -31,6 +31,13 @@ void render_workers(PrometheusText& out, const std::vector<const WorkerCounters*
   per_worker("sessions_active", &WorkerCounters::sessions_active);
   out.gauge("spool_pending_messages", "Messages in the spool with recipients not yet settled");
   per_worker("spool_pending_messages", &WorkerCounters::spool_pending);
+  out.counter("tls_handshakes_by_cipher_total", "Inbound TLS handshakes completed, by cipher suite");
+  for (size_t w = 0; w < workers.size(); ++w)
+    for (size_t i = 0; i < kTlsCipherNames.size(); ++i) {
+      const uint64_t v = workers[w]->tls_ciphers[i].load(std::memory_order_relaxed);
+      if (v != 0)
+        out.sample("tls_handshakes_by_cipher_total", "worker=\"" + std::to_string(w) + "\",cipher=\"" + std::string(kTlsCipherNames[i]) + "\"", v);
+    }
 }
 
 }  // namespace mxedge::stats

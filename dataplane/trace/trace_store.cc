@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "policy/log.h"
 
@@ -15,7 +16,7 @@ constexpr const char* kSchema =
     " ts_us INTEGER NOT NULL, qid TEXT NOT NULL, event TEXT NOT NULL, domain TEXT, rcpts INTEGER,"
     " host TEXT, address TEXT, requirement TEXT, dane_mode TEXT, sts_mode TEXT, dnssec TEXT, mta_sts TEXT,"
     " tls_version TEXT, cipher TEXT, verification TEXT, dane_usage INTEGER, dane_depth INTEGER,"
-    " result_type TEXT, detail TEXT, worker INTEGER);"
+    " result_type TEXT, detail TEXT, worker INTEGER, recipients TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS events_qid ON events(qid);"
     "CREATE INDEX IF NOT EXISTS events_domain_ts ON events(domain, ts_us);"
     "CREATE INDEX IF NOT EXISTS events_ts ON events(ts_us);";
@@ -59,8 +60,12 @@ std::unique_ptr<TraceStore> TraceStore::open(const std::string& path, int64_t re
     sqlite3_free(err);
     return nullptr;
   }
+  // Stores made before the recipients column existed get it (an error here means it is there).
+  sqlite3_exec(t->db_, "ALTER TABLE events ADD COLUMN recipients TEXT NOT NULL DEFAULT ''", nullptr, nullptr, nullptr);
   if (sqlite3_prepare_v2(t->db_,
-                         "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1, &t->insert_, nullptr) != SQLITE_OK) {
+                         "INSERT INTO events (ts_us, qid, event, domain, rcpts, host, address, requirement, dane_mode, sts_mode,"
+                         " dnssec, mta_sts, tls_version, cipher, verification, dane_usage, dane_depth, result_type, detail,"
+                         " worker, recipients) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1, &t->insert_, nullptr) != SQLITE_OK) {
     *error = "trace store " + path + ": " + sqlite3_errmsg(t->db_);
     return nullptr;
   }
@@ -105,6 +110,10 @@ void TraceStore::flush() {
     bind(e.result_type);
     bind(e.detail);
     sqlite3_bind_int(insert_, i++, static_cast<int>(e.worker));
+    std::string rcpts;
+    for (const std::string& r : e.recipients) rcpts += "," + r;
+    if (!rcpts.empty()) rcpts += ",";
+    bind(rcpts);
     ok = sqlite3_step(insert_) == SQLITE_DONE;
     sqlite3_reset(insert_);
   }
@@ -144,8 +153,9 @@ std::vector<TraceEvent> TraceStore::query(const std::vector<std::string>& paths,
     sqlite3_stmt* st = nullptr;
     const char* sql =
         "SELECT ts_us, qid, event, domain, rcpts, host, address, requirement, dane_mode, sts_mode, dnssec, mta_sts,"
-        " tls_version, cipher, verification, dane_usage, dane_depth, result_type, detail, worker FROM events"
-        " WHERE (?1 = '' OR qid = ?1) AND (?2 = '' OR domain = ?2) AND ts_us >= ?3 ORDER BY ts_us LIMIT ?4";
+         " tls_version, cipher, verification, dane_usage, dane_depth, result_type, detail, worker, recipients FROM events"
+        " WHERE (?1 = '' OR qid = ?1) AND (?2 = '' OR domain = ?2) AND ts_us >= ?3"
+        " AND (?5 = '' OR instr(recipients, ',' || ?5 || ',') > 0) ORDER BY ts_us LIMIT ?4";
     if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
       *error = path + ": " + sqlite3_errmsg(db);
       sqlite3_close(db);
@@ -155,6 +165,9 @@ std::vector<TraceEvent> TraceStore::query(const std::vector<std::string>& paths,
     sqlite3_bind_text(st, 2, q.domain.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, q.since_us);
     sqlite3_bind_int64(st, 4, static_cast<int64_t>(q.limit));
+    std::string rcpt = q.recipient;
+    for (char& ch : rcpt) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    sqlite3_bind_text(st, 5, rcpt.c_str(), -1, SQLITE_TRANSIENT);
     while (sqlite3_step(st) == SQLITE_ROW) {
       TraceEvent e;
       int c = 0;
@@ -178,6 +191,13 @@ std::vector<TraceEvent> TraceStore::query(const std::vector<std::string>& paths,
       e.result_type = text(st, c++);
       e.detail = text(st, c++);
       e.worker = static_cast<unsigned>(sqlite3_column_int(st, c++));
+      const std::string rcpts = text(st, c++);
+      for (size_t pos = 0; pos < rcpts.size();) {
+        const size_t next = rcpts.find(',', pos);
+        if (next == std::string::npos) break;
+        if (next > pos) e.recipients.push_back(rcpts.substr(pos, next - pos));
+        pos = next + 1;
+      }
       out.push_back(std::move(e));
     }
     sqlite3_finalize(st);

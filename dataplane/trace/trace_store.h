@@ -35,6 +35,7 @@ struct TraceEvent {
   std::string result_type;
   std::string detail;  // the remote reply, or our reason
   unsigned worker = 0;
+  std::vector<std::string> recipients;  // the job's recipients (lower case), when the event concerns a job
 };
 
 struct TraceQuery {
@@ -42,6 +43,7 @@ struct TraceQuery {
   std::string domain;  // exact; empty: any
   int64_t since_us = 0;
   size_t limit = 1000;
+  std::string recipient;  // events whose job included this address (case-insensitive); empty: any
 };
 
 class TraceStore {

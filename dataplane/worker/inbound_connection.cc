@@ -93,6 +93,7 @@ void InboundConnection::handshake() {
     smtp::TlsState t = tls::describe(ssl_);
     tls_wants_read_ = tls_wants_write_ = false;
     stats::bump(t.version == "TLSv1.3" ? worker_.counters().tls_handshakes_tls13 : worker_.counters().tls_handshakes_tls12);
+    stats::bump(worker_.counters().tls_ciphers[stats::tls_cipher_slot(t.cipher)]);
     if (state_ == State::kImplicitHandshake) {
       session_.tls_handshake_done_implicit(t);
       greet();

@@ -112,16 +112,7 @@ void Worker::run() {
   pthread_setname_np(pthread_self(), name.c_str());
   // Recovered messages go to the relay now that the loop exists.
   // Recovered messages and new ones: outbound intake mail by MX under its policy, the rest to the next hop.
-  spool_->set_ready_callback([this](spool::SpoolEntry* e) {
-    if (!e->envelope.outbound()) {
-      relay_->enqueue(e);
-    } else if (outbound_) {
-      outbound_->enqueue(e);
-    } else {
-      log::error("message.held").kv("worker", index_).kv("qid", e->envelope.queue_id())
-          .kv("reason", "outbound intake message but outbound.enabled is false; kept in the spool");
-    }
-  });
+  spool_->set_ready_callback([this](spool::SpoolEntry* e) { route(e); });
   log::info("worker.started").kv("worker", index_).kv("cpu", cpu_).kv("listeners", static_cast<uint64_t>(listen_fds_.size()))
       .kv("spooled", static_cast<uint64_t>(spool_->pending_messages()));
   loop_.run();
@@ -131,6 +122,21 @@ void Worker::run() {
   outbound_.reset();
   relay_.reset();
   log::info("worker.stopped").kv("worker", index_).kv("spooled", static_cast<uint64_t>(spool_->pending_messages()));
+}
+
+void Worker::route(spool::SpoolEntry* e) {
+  if (e->held) {
+    log::info("message.held").kv("worker", index_).kv("qid", e->envelope.queue_id()).kv("reason", "held by an administrator");
+    return;
+  }
+  if (!e->envelope.outbound()) {
+    relay_->enqueue(e);
+  } else if (outbound_) {
+    outbound_->enqueue(e);
+  } else {
+    log::error("message.held").kv("worker", index_).kv("qid", e->envelope.queue_id())
+        .kv("reason", "outbound intake message but outbound.enabled is false; kept in the spool");
+  }
 }
 
 void Worker::reload(std::shared_ptr<const RuntimeConfig> runtime) {

@@ -70,6 +70,11 @@ class Worker final : public smtp::SessionHost {
   size_t scratch_size() const { return scratch_.size(); }
   void retire(InboundConnection* c);
   ConnectionLimits& limits() { return limits_; }
+  // The management API runs its queue views and actions on the worker's own thread (loop().post).
+  relay::Relay* relay() { return relay_.get(); }
+  // Hands a spooled message to the relay (inbound) or outbound delivery, unless it is held.
+  void route(spool::SpoolEntry* e);
+  delivery::Outbound* outbound() { return outbound_.get(); }
   stats::WorkerCounters& counters() { return counters_; }
   const stats::WorkerCounters& counters() const { return counters_; }
 

@@ -194,6 +194,7 @@ class ControlPlane:
         self.config_path = os.path.join(workdir, "controlplane.yaml")
         self.log_path = os.path.join(workdir, "controlplane.log")
         self.socket_path = os.path.join(workdir, "policy.sock")
+        self.mgmt_socket = os.path.join(workdir, "mgmt.sock")
         base = {
             "listeners": [{"name": "unused", "address": "127.0.0.1:1", "tls_mode": "none"}],
             "accepted_domains": ["lab.test"],
@@ -205,6 +206,10 @@ class ControlPlane:
                         "connect_timeout": "3s"},
             "outbound": {"policy_socket": self.socket_path},
             "logging": {"format": "logfmt", "level": "info"},
+            # mxedgectl's socket; `dataplane_socket` is the gateway's (Gateway.dataplane_socket) when
+            # the test links the planes, otherwise a path nothing listens on.
+            "management": {"socket": self.mgmt_socket,
+                           "dataplane_socket": os.path.join(workdir, "no-dataplane.sock")},
         }
         if sts_server is not None:
             base["mta_sts"]["ca_file"] = sts_server.ca_file

@@ -36,6 +36,12 @@ and one child zone per delivery case (`dane-ee`, `dane-ta`, `dane-fail`, `dane-f
 records 127.53.X.10 and up (no AAAA), where lab/delivery.py's DeliveryLab runs Postfix receivers
 and a STARTTLS-stripping proxy on port 25; TLSA from the delivery certificates.
 
+DNSSEC wizard (issue #7; WIZARD_CASES): zone `wiz.test` and one child zone per state the wizard tells
+apart: `unsigned`, `nods` (signed, no DS), `dsbad` (DS mismatch), `mismatch` (MX elsewhere, TLSA not
+matching the lab leaf, MTA-STS TXT without a policy host, malformed TLS-RPT) and `good` (everything in
+place; its MTA-STS policy host is WIZARD_STS_CASES, for StsHttpsServer(cases=...)). The gateway MX
+name of `<state>.wiz.test` is `mx.<state>.wiz.test`; `ds_record(zone)` is the DS the lab computed.
+
 Every zone is signed afresh at each start (ECDSAP256SHA256, one CSK per zone, ldns-keygen and
 ldns-signzone), so signatures are always current. `lab.cases` describes every case zone; the
 module-level `CASES` is the same text. TLSA data are computed from real certificates (the lab PKI's
@@ -124,6 +130,28 @@ CASES: dict[str, str] = {
                             "_mta-sts TXT queries get SERVFAIL",
     "stsbench.test": f"secure (NSEC); b0..b{mta_sts.STS_BENCH_DOMAINS - 1}.stsbench.test each with "
                      f'_mta-sts TXT "v=STSv1; id={mta_sts.BENCH_ID};", mta-sts A (https_address), MX 10 mx, mx A',
+}
+
+# The DNSSEC wizard's states (issue #7): children of wiz.test; the gateway MX name of <state>.wiz.test
+# is mx.<state>.wiz.test, its certificate the lab leaf (TLSA 3 1 1 of its SPKI where it matches).
+WIZ_ZONE = "wiz.test"
+WIZARD_CASES: dict[str, str] = {
+    WIZ_ZONE: "secure parent of the wizard zones",
+    f"unsigned.{WIZ_ZONE}": "unsigned, no DS -> insecure; MX 10 mx (A/AAAA); nothing else",
+    f"nods.{WIZ_ZONE}": "signed, no DS in wiz.test -> insecure; MX 10 mx (A/AAAA), TLSA 3 1 1 leaf (insecure)",
+    f"dsbad.{WIZ_ZONE}": "DS in wiz.test from another key -> bogus; MX 10 mx (A/AAAA)",
+    f"mismatch.{WIZ_ZONE}": "secure; MX 10 old-mx (not the gateway; A/AAAA), mx A/AAAA with TLSA 3 1 1 of the CA's "
+                            "SPKI (matches no gateway certificate); _mta-sts TXT id mismatch1 and mta-sts A but no "
+                            "policy host; _smtp._tls TXT with an ftp: rua (malformed)",
+    f"good.{WIZ_ZONE}": "secure; MX 10 mx (A/AAAA, TLSA 3 1 1 leaf); _mta-sts TXT id good1 and mta-sts A (policy "
+                        "in WIZARD_STS_CASES: enforce, mx mx.good.wiz.test); _smtp._tls TXT "
+                        "v=TLSRPTv1; rua=mailto:tlsrpt@good.wiz.test",
+}
+CASES.update(WIZARD_CASES)
+WIZARD_STS_CASES: dict[str, "mta_sts.StsCase"] = {
+    "good": mta_sts.StsCase("good", "policy", "the wizard's all-good domain: enforce, mx mx.good.wiz.test",
+                            body=mta_sts.policy_text("enforce", [f"mx.good.{WIZ_ZONE}"]), mode="enforce",
+                            mx=(f"mx.good.{WIZ_ZONE}",), zone=WIZ_ZONE),
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -1120,9 +1148,36 @@ class DnsLab:
                   soa_min=mta_sts.STS_TXT_TTL)
         if self.sts_bench_domains:
             Z(mta_sts.STS_BENCH_ZONE, self._sts_records(mta_sts.STS_BENCH_ZONE))
+        self._build_wizard_zones(Z, T)
         if self.delivery:
             self._build_delivery_zones(Z, T)
         self._zones = zones
+
+    # DNSSEC wizard (WIZARD_CASES) ------------------------------------------------------------------
+    def _build_wizard_zones(self, Z, T) -> None:
+        td, h, w = self.tlsa_data, self._hostrr, WIZ_ZONE
+        Z(w)
+        Z(f"unsigned.{w}", f"unsigned.{w}. IN MX 10 mx.unsigned.{w}.", h(f"mx.unsigned.{w}"), parent=w,
+          sign=False, ds="none")
+        Z(f"nods.{w}", f"nods.{w}. IN MX 10 mx.nods.{w}.", h(f"mx.nods.{w}"),
+          T(f"mx.nods.{w}", 3, 1, 1, td.leaf_spki_sha256), parent=w, ds="none")
+        Z(f"dsbad.{w}", f"dsbad.{w}. IN MX 10 mx.dsbad.{w}.", h(f"mx.dsbad.{w}"), parent=w, ds="mismatch")
+        d = f"mismatch.{w}"
+        Z(d, f"{d}. IN MX 10 old-mx.{d}.", h(f"old-mx.{d}"), h(f"mx.{d}"), T(f"mx.{d}", 3, 1, 1, td.ca_spki_sha256),
+          f'_mta-sts.{d}. IN TXT "v=STSv1; id=mismatch1;"', f"mta-sts.{d}. IN A {self.https_address}",
+          f'_smtp._tls.{d}. IN TXT "v=TLSRPTv1; rua=ftp://reports.{d}/tlsrpt"', parent=w)
+        d = f"good.{w}"
+        sts = WIZARD_STS_CASES["good"]
+        Z(d, f"{d}. IN MX 10 mx.{d}.", h(f"mx.{d}"), T(f"mx.{d}", 3, 1, 1, td.leaf_spki_sha256),
+          [f"{sts.txt_name}. IN {rr}" for rr in sts.txt_records()], f"{sts.policy_host}. IN A {self.https_address}",
+          f'_smtp._tls.{d}. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@{d}"', parent=w)
+
+    def ds_record(self, zone: str) -> str:
+        """The DS (SHA-256) the lab computed for `zone`'s key: "zone. IN DS tag alg 2 HEX" (also for
+        zones whose parent does not publish it, e.g. nods.wiz.test)."""
+        z = next(z for z in self._zones if z.name == normalize_name(zone))
+        tag, alg, dtype, digest = self._ds_of(z.key)
+        return f"{z.fqdn} IN DS {tag} {alg} {dtype} {digest}"
 
     # delivery lab (lab/delivery.py) -----------------------------------------------------------------
     def _prepare_delivery(self) -> None:

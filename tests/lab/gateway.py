@@ -137,6 +137,9 @@ class Gateway:
             "limits": {"command_timeout": "30s", "data_timeout": "30s"},
             "spool": {"directory": self.spool_dir},
             "logging": {"format": "logfmt", "level": "info"},
+            # The data plane's management socket (the control plane forwards to it); per gateway.
+            "management": {"socket": os.path.join(workdir, "mgmt-unused.sock"),
+                           "dataplane_socket": os.path.join(workdir, "dataplane.sock")},
         }
         self.config = deep_merge(base, config or {})
         self.config["listeners"] = [self._complete_listener(l) for l in self.config["listeners"]]
@@ -154,6 +157,10 @@ class Gateway:
         if l.get("tls_mode", "starttls") != "none" and "certificates" not in l:
             l["certificates"] = self.pki.gateway_certificates()
         return l
+
+    @property
+    def dataplane_socket(self) -> str:
+        return self.config["management"]["dataplane_socket"]
 
     @property
     def hostname(self) -> str:

@@ -119,6 +119,11 @@ class VethLab:
     def start_gateway(self, config_text: str, timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
         """mxedge-dataplane inside ns_gw with config_text; returns once it logged dataplane.ready."""
         cfg = os.path.join(self.work, "mxedge.yaml")
+        if "\nmanagement:" not in "\n" + config_text:
+            # Per-lab management sockets, so no test touches /run/mxedge.
+            config_text = config_text.rstrip("\n") + (
+                f"\nmanagement:\n  socket: {os.path.join(self.work, 'mgmt.sock')}\n"
+                f"  dataplane_socket: {os.path.join(self.work, 'dataplane.sock')}\n")
         with open(cfg, "w") as f:
             f.write(config_text)
         log_path = os.path.join(self.work, "gw.log")

@@ -47,19 +47,43 @@ TEST_F(TraceStoreTest, EventsAreWrittenAtFlushAndFoundAcrossWorkers) {
   w0->add(ev(3000, "Q2", "deferred", "b.test"));
   const auto dbs = TraceStore::databases(dir_.string());
   ASSERT_EQ(dbs.size(), 2u);
-  EXPECT_TRUE(TraceStore::query(dbs, TraceQuery{"Q1", "", 0, 100}, &error).empty());  // nothing until flushed
+  EXPECT_TRUE(TraceStore::query(dbs, TraceQuery{"Q1", "", 0, 100, ""}, &error).empty());  // nothing until flushed
   w0->flush();
   w1->flush();
   EXPECT_EQ(w0->pending(), 0u);
-  auto q1 = TraceStore::query(dbs, TraceQuery{"Q1", "", 0, 100}, &error);
+  auto q1 = TraceStore::query(dbs, TraceQuery{"Q1", "", 0, 100, ""}, &error);
   ASSERT_EQ(q1.size(), 2u) << error;
   EXPECT_EQ(q1[0].event, "attempt_failed");  // oldest first, merged over both workers
   EXPECT_EQ(q1[1].event, "delivered");
   EXPECT_EQ(q1[1].worker, 1u);
   EXPECT_EQ(q1[1].dane_usage, 3);
-  EXPECT_EQ(TraceStore::query(dbs, TraceQuery{"", "b.test", 0, 100}, &error).size(), 1u);
-  EXPECT_EQ(TraceStore::query(dbs, TraceQuery{"", "", 1500, 100}, &error).size(), 2u);
-  EXPECT_EQ(TraceStore::query(dbs, TraceQuery{"", "", 0, 1}, &error).size(), 1u);
+  EXPECT_EQ(TraceStore::query(dbs, TraceQuery{"", "b.test", 0, 100, ""}, &error).size(), 1u);
+  EXPECT_EQ(TraceStore::query(dbs, TraceQuery{"", "", 1500, 100, ""}, &error).size(), 2u);
+  EXPECT_EQ(TraceStore::query(dbs, TraceQuery{"", "", 0, 1, ""}, &error).size(), 1u);
+}
+
+TEST_F(TraceStoreTest, EventsAreFoundByRecipient) {
+  std::string error;
+  auto t = TraceStore::open(TraceStore::path_for(dir_.string(), 0), 3600, 0, &error);
+  ASSERT_TRUE(t) << error;
+  auto a = ev(1000, "Q1", "delivered", "a.test");
+  a.recipients = {"alice@a.test", "bob@a.test"};
+  auto b = ev(2000, "Q2", "deferred", "a.test");
+  b.recipients = {"bob2@a.test"};
+  t->add(a);
+  t->add(b);
+  t->add(ev(3000, "Q3", "policy_wait", "a.test"));  // no job: no recipients
+  t->flush();
+  const auto dbs = TraceStore::databases(dir_.string());
+  TraceQuery q;
+  q.recipient = "BOB@a.test";  // case-insensitive, and never a substring of another address
+  auto found = TraceStore::query(dbs, q, &error);
+  ASSERT_EQ(found.size(), 1u) << error;
+  EXPECT_EQ(found[0].qid, "Q1");
+  EXPECT_EQ(found[0].recipients, (std::vector<std::string>{"alice@a.test", "bob@a.test"}));
+  q.recipient = "ob@a.test";
+  EXPECT_TRUE(TraceStore::query(dbs, q, &error).empty());
+  EXPECT_EQ(TraceStore::query(dbs, TraceQuery{}, &error).size(), 3u);
 }
 
 TEST_F(TraceStoreTest, RetentionDeletesOldEvents) {

@@ -7,10 +7,13 @@
 
 #include "controlplane/resolver/dnssec_records.h"
 #include "controlplane/sts_publish/sts_publish.h"
-#include "controlplane/wizard/tlsrpt.h"
+#include "policy/tlsrpt.h"
 #include "policy/mta_sts.h"
 
 namespace mxedge::wizard {
+
+using policy::is_tlsrpt_record;
+using policy::parse_tlsrpt_record;
 namespace {
 
 using mgmt::v1::WizardPlanItem;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -415,9 +416,12 @@ v1::Response Admin::prefix(const v1::PrefixRequest& req) {
   for (const auto& text : req.prefixes()) {
     const auto s = req.op() == v1::PrefixRequest::ADD ? p.add_prefix(list, text) : p.remove_prefix(list, text);
     if (!s.ok()) {
-      const bool missing = s.to_string().find("ENOENT") != std::string::npos || s.to_string().find("not listed") != std::string::npos ||
-                           s.to_string().find("No such") != std::string::npos;
-      return error_response(missing ? v1::Error::NOT_FOUND : v1::Error::FAILED, text + ": " + s.to_string());
+      // Prefixes before this one were changed; say so, so the operator knows the state.
+      std::string done;
+      for (const auto& d : r.prefix().prefixes()) done += (done.empty() ? "" : ", ") + d;
+      const std::string msg = (s.err() == ENOENT ? text + " is not listed" : s.to_string()) +
+                              (done.empty() ? std::string() : " (already done: " + done + ")");
+      return error_response(s.err() == ENOENT ? v1::Error::NOT_FOUND : v1::Error::FAILED, msg);
     }
     r.mutable_prefix()->add_prefixes(text);
   }

@@ -28,25 +28,31 @@ def veth_lab():
         yield lab
 
 
-def test_xdp_steers_sessions_and_drops_blocklisted_sources(veth_lab):
-    lab = veth_lab
+def start_gateway(lab, extra: str = "", xdp: str = ""):
+    """An smtp-sink next hop and mxedge-dataplane in the gateway namespace, XDP native on its veth."""
     lab.start_in(lab.ns_gw, ["/usr/sbin/smtp-sink", "-u", "nobody", "127.0.0.1:2600", "64"], "sink")
-    gw, log_path = lab.start_gateway(f"""hostname: mx.lab.test
+    return lab.start_gateway(f"""hostname: mx.lab.test
 listeners:
   - {{name: smtp, address: "{GW_IP}:{PORT}", tls_mode: none}}
 accepted_domains: [lab.test]
 next_hop: {{host: 127.0.0.1, port: 2600, tls: none, retry_min: 1s, retry_max: 2s}}
 workers: {{cores: [0, 1]}}
 spool: {{directory: {lab.work}/spool}}
-stats: {{listen: "127.0.0.1:{STATS_PORT}"}}
+{extra}
 xdp:
   interfaces: [{lab.v_gw}]
   attach_mode: native
   pin_dir: {lab.bpffs}/mxedge
   smtp_ports: [{PORT}]
-  blocklist: ["{BLOCKED_IP}/32"]
-  syn_rate: 1000
+{xdp}
 """)
+
+
+def test_xdp_steers_sessions_and_drops_blocklisted_sources(veth_lab):
+    lab = veth_lab
+    gw, log_path = start_gateway(lab, extra=f"""stats: {{listen: "127.0.0.1:{STATS_PORT}"}}""",
+                                 xdp=f"""  blocklist: ["{BLOCKED_IP}/32"]
+  syn_rate: 1000""")
     text = open(log_path).read()
     assert re.search(r"event=xdp\.attached .*mode=native", text), text
 
@@ -72,3 +78,73 @@ xdp:
     # Detached: nothing of ours stays on the interface after a clean stop.
     link = netns.sh("ip", "-n", lab.ns_gw, "link", "show", lab.v_gw).stdout
     assert "xdp" not in link, link
+
+
+def test_mxedgectl_manages_the_xdp_lists_and_rate_limit(veth_lab):
+    """mxedgectl against the data plane's own management socket (no control plane here): XDP attach
+    mode in status, blocklist / allowlist changes that take effect on the wire, the rate limit,
+    and the XDP counters in stats."""
+    import json
+    import os
+    import subprocess
+
+    lab = veth_lab
+    ctl_bin = os.path.join(gateway_mod.build_dir(), "controlplane", "mxedgectl")
+    if not os.path.exists(ctl_bin):
+        pytest.skip(f"{ctl_bin} not built")
+    sock = os.path.join(lab.work, "dataplane.sock")
+
+    def ctl(*args, json_out=False):
+        cmd = [ctl_bin, "--socket", sock] + (["--json"] if json_out else []) + list(args)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    def ok(*args):
+        p = ctl(*args, json_out=True)
+        assert p.returncode == 0, (args, p.stdout, p.stderr)
+        return json.loads(p.stdout)
+
+    def session_from(source):
+        return netns.sh("ip", "netns", "exec", lab.ns_peer, "swaks", "--server", f"{GW_IP}:{PORT}", "--local-interface",
+                        source, "--from", "a@peer.example", "--to", "u@lab.test", "--timeout", "3", check=False)
+
+    gw, log_path = start_gateway(lab, xdp="""  syn_rate: 1000
+  syn_burst: 100""")
+    status = ok("status")
+    assert status["healthy"] is True
+    assert status["dataplane"]["xdp_interfaces"] == [{"ifname": lab.v_gw, "ifindex": status["dataplane"]["xdp_interfaces"][0]["ifindex"],
+                                                      "mode": "native"}]
+    assert "XDP           " + lab.v_gw in ctl("status").stdout
+
+    assert session_from(BLOCKED_IP).returncode == 0
+    assert ok("blocklist", "add", f"{BLOCKED_IP}/32")["prefixes"] == [f"{BLOCKED_IP}/32"]
+    assert f"{BLOCKED_IP}/32" in ok("blocklist", "list")["prefixes"]
+    blocked = session_from(BLOCKED_IP)
+    assert blocked.returncode != 0 and "queued as" not in blocked.stdout
+    assert session_from(PEER_IP).returncode == 0  # only that source
+    # The allowlist wins over the blocklist.
+    assert ok("allowlist", "add", BLOCKED_IP)["prefixes"] == [BLOCKED_IP]
+    assert session_from(BLOCKED_IP).returncode == 0
+    assert ok("allowlist", "del", BLOCKED_IP)["prefixes"] == [BLOCKED_IP]
+    assert ok("allowlist", "list")["prefixes"] == []
+    text = ctl("blocklist", "del", f"{BLOCKED_IP}/32")
+    assert text.returncode == 0 and f"removed {BLOCKED_IP}/32" in text.stdout
+    assert session_from(BLOCKED_IP).returncode == 0
+    missing = ctl("blocklist", "del", f"{BLOCKED_IP}/32")
+    assert missing.returncode == 5 and "is not listed" in missing.stderr
+    bad = ctl("blocklist", "add", "10.0.0.0/8", "not-an-address")
+    assert bad.returncode == 2 and "invalid prefix 'not-an-address'" in bad.stderr
+    assert ok("blocklist", "list")["prefixes"] == []  # nothing of a bad request was applied
+
+    assert ok("ratelimit", "show") == {"syn_per_second": 1000, "burst": 100}
+    assert ok("ratelimit", "set", "--rate", "5", "--burst", "10") == {"syn_per_second": 5, "burst": 10}
+    assert "5 SYN/s per source, burst 10" in ctl("ratelimit", "show").stdout
+    assert ok("ratelimit", "set", "--rate", "0") == {"syn_per_second": 0, "burst": 0}
+    assert "SYN rate limit: off" in ctl("ratelimit", "show").stdout
+
+    stats = ok("stats")
+    assert int(stats["xdp_packets"]["drop_blocklist"]) >= 1 and int(stats["xdp_packets"]["allowlisted"]) >= 1
+    assert stats["xdp_cpus"] and int(stats["totals"]["messages_accepted"]) >= 4
+    assert "event=mgmt.change plane=dataplane" in open(log_path).read()
+    gw.terminate()
+    assert gw.wait(timeout=20) == 0
+    assert not os.path.exists(sock)

@@ -13,10 +13,13 @@
 #include "controlplane/resolver/dnssec_records.h"
 #include "controlplane/wizard/checks.h"
 #include "controlplane/wizard/gateway_keys.h"
-#include "controlplane/wizard/tlsrpt.h"
+#include "policy/tlsrpt.h"
 #include "controlplane/wizard/wizard.h"
 
 namespace mxedge::wizard {
+using policy::is_tlsrpt_record;
+using policy::parse_tlsrpt_record;
+
 namespace {
 
 using mgmt::v1::WizardStep;

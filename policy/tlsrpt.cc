@@ -1,8 +1,8 @@
-#include "controlplane/wizard/tlsrpt.h"
+#include "policy/tlsrpt.h"
 
 #include <cctype>
 
-namespace mxedge::wizard {
+namespace mxedge::policy {
 namespace {
 
 constexpr std::string_view kVersion = "v=TLSRPTv1";
@@ -149,4 +149,4 @@ std::optional<TlsRptRecord> parse_tlsrpt_record(std::string_view txt, std::strin
   return out;
 }
 
-}  // namespace mxedge::wizard
+}  // namespace mxedge::policy

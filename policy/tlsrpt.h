@@ -1,5 +1,6 @@
 // The TLS-RPT DNS record (RFC 8460 §3): `_smtp._tls.<domain>` TXT "v=TLSRPTv1; rua=<uri>[,<uri>]".
-// Pure functions, no I/O: the DNSSEC wizard checks a domain's record with them.
+// Pure functions, no I/O: the DNSSEC wizard checks a domain's record with them, TLS-RPT reporting
+// (#8) will find its report targets with them; fuzz_tlsrpt_record feeds them arbitrary input.
 #pragma once
 
 #include <optional>
@@ -7,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-namespace mxedge::wizard {
+namespace mxedge::policy {
 
 struct TlsRptRecord {
   std::vector<std::string> rua;  // mailto: and https: URIs, in order
@@ -24,4 +25,4 @@ bool is_tlsrpt_record(std::string_view txt);
 // nullopt with `error` set when it does not parse.
 std::optional<TlsRptRecord> parse_tlsrpt_record(std::string_view txt, std::string* error);
 
-}  // namespace mxedge::wizard
+}  // namespace mxedge::policy

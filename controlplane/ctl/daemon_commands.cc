@@ -260,7 +260,9 @@ void print_queue(const v1::QueueResponse& q, bool detail) {
       std::cout << " (" << pending << ")\n";
       if (!m.last_error().empty()) std::cout << "    last error: " << m.last_error() << "\n";
     }
-    std::cout << q.messages_size() << " message" << (q.messages_size() == 1 ? "" : "s") << "\n";
+    std::cout << q.messages_size() << " message" << (q.messages_size() == 1 ? "" : "s");
+    if (q.total() > static_cast<uint64_t>(q.messages_size())) std::cout << " shown of " << q.total() << " (--limit)";
+    std::cout << "\n";
     return;
   }
   for (const auto& m : q.messages()) {
@@ -409,16 +411,19 @@ void add_daemon_commands(CLI::App& app, Ctl& ctl) {
       auto ids = std::make_shared<std::vector<std::string>>();
       auto domain = std::make_shared<std::string>();
       auto all = std::make_shared<bool>(false);
+      auto limit = std::make_shared<uint32_t>(1000);
       auto* opt = cmd->add_option("queue_ids", *ids, "Queue ids");
+      if (op == v1::QueueRequest::LIST) cmd->add_option("--limit", *limit, "At most N messages (oldest first)")->capture_default_str();
       if (ids_required) opt->required();
       if (selectors) {
         cmd->add_option("--domain", *domain, "Only messages with a recipient at this domain");
         if (op != v1::QueueRequest::LIST) cmd->add_flag("--all", *all, "Every message");
       }
-      cmd->callback([&ctl, op, ids, domain, all] {
+      cmd->callback([&ctl, op, ids, domain, all, limit] {
         v1::Request q;
         auto* qr = q.mutable_queue();
         qr->set_op(op);
+        qr->set_limit(*limit);
         for (const auto& id : *ids) qr->add_queue_ids(id);
         qr->set_domain(*domain);
         qr->set_all(*all);

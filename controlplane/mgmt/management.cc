@@ -166,8 +166,7 @@ v1::Response Management::forward(const v1::Request& request) {
 v1::Response Management::status() {
   v1::Response r;
   v1::ControlplaneStatus cp;
-  bool outbound = false;
-  const bool ran = tasks_.run<v1::ControlplaneStatus>([this, &outbound] {
+  const bool ran = tasks_.run<v1::ControlplaneStatus>([this] {
     v1::ControlplaneStatus s;
     s.set_version(deps_.version);
     s.set_pid(static_cast<uint32_t>(::getpid()));
@@ -180,15 +179,23 @@ v1::Response Management::status() {
     if (deps_.policy_server != nullptr) s.set_dataplane_sessions(deps_.policy_server->sessions());
     if (deps_.sts_cache != nullptr) s.set_sts_cache_entries(deps_.sts_cache->size());
     s.set_connectors(static_cast<uint32_t>(deps_.table->config().connectors_size()));
-    outbound = deps_.table->config().outbound().enabled();
     return s;
   }, &cp);
   if (!ran) return error_response(v1::Error::UNAVAILABLE, "the control plane is stopping");
   auto* st = r.mutable_status();
-  *st->mutable_controlplane() = cp;
   v1::Request q;
   q.mutable_status();
   v1::Response dp = forward(q);
+  // A push in flight: the data plane applies the table's version within moments; look again before
+  // calling that a problem.
+  for (int i = 0; i < 10 && dp.error().code() == v1::Error::OK && dp.status().dataplane().outbound_enabled() &&
+                  dp.status().dataplane().policy_link_up() && dp.status().dataplane().policy_version() != cp.policy_version();
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    on_base([&] { cp.set_policy_version(deps_.table->version()); });
+    dp = forward(q);
+  }
+  *st->mutable_controlplane() = cp;
   if (dp.error().code() == v1::Error::OK && dp.status().has_dataplane()) {
     *st->mutable_dataplane() = dp.status().dataplane();
   } else {
@@ -205,7 +212,6 @@ v1::Response Management::status() {
     }
     if (d.spool_free_bytes() > 0 && d.spool_free_bytes() < (64ULL << 20)) st->add_problems("less than 64 MiB free in the spool's file system");
   }
-  (void)outbound;
   st->set_healthy(st->problems().empty());
   return r;
 }

@@ -347,6 +347,9 @@ v1::Response Admin::queue(const v1::QueueRequest& req) {
   }
   std::sort(out->mutable_messages()->begin(), out->mutable_messages()->end(),
             [](const v1::QueueMessage& a, const v1::QueueMessage& b) { return a.received_at_us() < b.received_at_us(); });
+  out->set_total(static_cast<uint64_t>(out->messages_size()));
+  const int limit = req.limit() == 0 ? 1000 : static_cast<int>(std::min<uint32_t>(req.limit(), 1000000));
+  if (out->messages_size() > limit) out->mutable_messages()->DeleteSubrange(limit, out->messages_size() - limit);
   if (req.op() == Op::SHOW && out->messages_size() == 0)
     return error_response(v1::Error::NOT_FOUND, "no message " + req.queue_ids(0) + " in the queue");
   if (req.op() != Op::LIST && req.op() != Op::SHOW && req.queue_ids_size() > 0 && out->affected() == 0 && out->skipped_size() == 0)

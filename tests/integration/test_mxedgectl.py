@@ -263,6 +263,8 @@ def test_queue_list_show_retry_and_trace(planes):
     assert all(r["state"] == "pending" for r in m["recipients"]) and m["last_error"]
     assert int(m["next_attempt_ms"]) > time.time() * 1000 + 30 * 60 * 1000  # retry_min is 1h
     assert ok_json(cp, "queue", "list", "--domain", "nowhere.test")["messages"] == []
+    limited = ok_json(cp, "queue", "list", "--limit", "1")
+    assert len(limited["messages"]) == 1 and int(limited["total"]) >= 1
     text = ctl(cp, "queue", "list")
     assert text.returncode == 0 and qid in text.stdout and "last error:" in text.stdout
     show = ctl(cp, "queue", "show", qid)

@@ -10,11 +10,13 @@ as the destinations' MX hosts (tests/lab/delivery.py), mxedge-controlplane compi
 destination's policy, and the gateway's outbound intake. Four messages: to a DANE-secure domain
 (delivered, DANE-verified), a domain whose MX answer is bogus (deferred, no connection), an MTA-STS
 enforce domain whose MX certificate does not match (deferred), and an insecure domain (delivered with
-opportunistic TLS); the trace of each is printed.
+opportunistic TLS); the trace of each is printed, then mxedgectl's view through the management API
+(status, policies, the queue, the message trace).
 """
 
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -127,15 +129,16 @@ def outbound_demo(lab, pki) -> int:
             print(f"   {domain:<24} {what}; MX " + ", ".join(f"{m.host} ({m.address})" for m in c.mx))
         banner("mxedge-controlplane: DNSSEC validation from the lab's trust anchor, MTA-STS with the lab CA")
         cp = controlplane.ControlPlane(lab.sub("cp"), dl, sts)
-        cp.start()
-        print(f"   policy socket {cp.socket_path}   log {cp.log_path}")
-        banner("gateway: mxedge-dataplane with an outbound intake listener (127.0.0.1 only)")
         gw = gateway.Gateway(lab.sub("gateway-out"), pki, next_hop_port=1, hostname="gw.lab.test",
                              listeners=[{"name": "intake", "tls_mode": "none", "role": "outbound",
                                          "allowed_networks": ["127.0.0.1/32"]}],
                              config={"outbound": {"enabled": True, "policy_socket": cp.socket_path,
                                                   "policy_state_file": lab.sub("state") + "/policy.state",
                                                   "ca_file": pki.ca_pem, "connect_timeout": "5s", "retry_min": "5m"}})
+        cp.config["management"]["dataplane_socket"] = gw.dataplane_socket  # mxedgectl reaches both planes
+        cp.start()
+        print(f"   policy socket {cp.socket_path}   management socket {cp.mgmt_socket}   log {cp.log_path}")
+        banner("gateway: mxedge-dataplane with an outbound intake listener (127.0.0.1 only)")
         gw.start()
         gw.wait_log(r"event=policy.link.connected", timeout=10)
         queued = {}
@@ -173,6 +176,14 @@ def outbound_demo(lab, pki) -> int:
         if not ok or got["dane-ee.dlv.test"] != 1 or got["insecure.dlv.test"] != 1 or got["bogus.dlv.test"] or got["sts-badcert.dlv.test"]:
             print("demo: an outbound outcome was not the expected one", file=sys.stderr)
             return 1
+        banner("mxedgectl: the operator's view through the management API")
+        ctl = os.path.join(gateway.build_dir(), "controlplane", "mxedgectl")
+        for args in (["status"], ["policy", "list"], ["queue", "list"], ["trace", queued["sts-badcert.dlv.test"]],
+                     ["trace", queued["dane-ee.dlv.test"]]):
+            print(f"\n   $ mxedgectl {' '.join(args)}")
+            p = subprocess.run([ctl, "--socket", cp.mgmt_socket] + args, capture_output=True, text=True, timeout=60)
+            for line in (p.stdout + p.stderr).rstrip().splitlines():
+                print("     " + line)
         banner("outbound done: delivered only where the destination's policy was satisfied; never downgraded")
         return 0
     finally:

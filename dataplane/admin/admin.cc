@@ -30,6 +30,11 @@ std::string lower(std::string s) {
   return s;
 }
 
+// "TLS_MODE_STARTTLS" -> "starttls": the word an operator writes in the config.
+std::string enum_text(const std::string& name, const std::string& prefix) {
+  return lower(name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name);
+}
+
 std::string domain_of(const std::string& address) {
   const size_t at = address.rfind('@');
   return at == std::string::npos ? std::string() : lower(address.substr(at + 1));
@@ -144,8 +149,8 @@ v1::Response Admin::status() {
     auto* ls = s->add_listeners();
     ls->set_name(l.config.name());
     ls->set_address(l.address.to_string());
-    ls->set_tls_mode(config::v1::TlsMode_Name(l.config.tls_mode()));
-    ls->set_role(config::v1::ListenerRole_Name(l.config.role()));
+    ls->set_tls_mode(enum_text(config::v1::TlsMode_Name(l.config.tls_mode()), "TLS_MODE_"));
+    ls->set_role(enum_text(config::v1::ListenerRole_Name(l.config.role()), "LISTENER_ROLE_"));
   }
   {
     std::lock_guard<std::mutex> lock(*deps_.fast_path_mu);

@@ -112,7 +112,8 @@ def test_status_reports_both_planes(planes):
     assert int(c["dataplane_sessions"]) == 1 and c["connectors"] == 2
     assert d["pid"] == gw.pid and d["hostname"] == "gw.lab.test"
     assert [w["index"] for w in d["workers"]] == list(range(len(d["workers"]))) and d["workers"]
-    assert {l["name"] for l in d["listeners"]} == {"intake", "smtp"}
+    assert {(l["name"], l["tls_mode"], l["role"]) for l in d["listeners"]} == {("intake", "none", "outbound"),
+                                                                              ("smtp", "starttls", "inbound")}
     assert d["xdp_interfaces"] == [] and d["outbound_enabled"] is True and d["policy_link_up"] is True
     assert d["policy_version"] == c["policy_version"]
     assert d["spool_directory"] == gw.spool_dir and int(d["spool_free_bytes"]) > 0

@@ -443,3 +443,14 @@ def test_dns_wizard_runs_in_the_control_plane(planes, dns_lab):
     assert [r.split()[3:] for r in dnssec["records_to_publish"]] == [dns_lab.ds_record("nods.wiz.test").split()[3:]]
     text = ctl(cp, "dns", "wizard", "nods.wiz.test", "--mx", "mx.nods.wiz.test")
     assert text.returncode == 1 and "Cutover plan" in text.stdout and "IN DS " in text.stdout
+
+
+def test_zz_both_daemons_stop_cleanly_after_all_of_it(planes):
+    """Last in the module: after every management request above, both planes stop on SIGTERM with
+    exit 0 (in the sanitizer build a leak or a memory error on any management path fails here)."""
+    gw, cp = planes
+    assert gw.stop() == 0, gw.log_text()[-3000:]
+    assert cp.stop() == 0, cp.log_text()[-3000:]
+    for text in (gw.log_text(), cp.log_text()):
+        assert "Sanitizer" not in text and "runtime error" not in text
+    assert not os.path.exists(cp.mgmt_socket) and not os.path.exists(gw.dataplane_socket)

@@ -170,7 +170,6 @@ def test_modes_none_ignore_tlsa_and_sts_but_no_cleartext_requires_tls(dane_none)
 
 
 def test_connector_from_the_gateway_config(dns_lab, mta_sts_server, tmp_path):
-    from lab import gateway as gw
     cfg = tmp_path / "mxedge.yaml"
     cfg.write_text(
         "listeners: [{address: \"127.0.0.1:2525\", tls_mode: none}]\n"
@@ -180,7 +179,6 @@ def test_connector_from_the_gateway_config(dns_lab, mta_sts_server, tmp_path):
         "connectors:\n"
         "  - {name: partners, domains: [.dane-ok.test, dane-ok.test], dane_mode: mandatory}\n"
         "  - {name: everything, domains: [\"*\"], mta_sts_mode: none, allow_cleartext: false}\n")
-    del gw
     run = resolve.run(dns_lab, ["dane-ok.test", "valid.sts.test"],
                       extra=["--policy", "--config", str(cfg), "--ca-file", mta_sts_server.ca_file])
     d = run.by_name("dane-ok.test")

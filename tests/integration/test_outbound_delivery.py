@@ -247,7 +247,7 @@ def test_queue_lifetime_ends_in_a_failure_notice_naming_the_last_reason(short_li
 
 def test_delay_notice_only_when_asked_with_will_retry_until(short_lived):
     gw = short_lived
-    qid = flows.submit(gw, ["carol@dane-fail.dlv.test"], "delay-1", sender="sender@lab.test", rcpt_params="NOTIFY=DELAY,FAILURE")
+    flows.submit(gw, ["carol@dane-fail.dlv.test"], "delay-1", sender="sender@lab.test", rcpt_params="NOTIFY=DELAY,FAILURE")
     delayed = util.wait_until(lambda: [m for m in gw.sink.messages()
                                        if "delay-1" in m.raw.decode(errors="replace") and "Action: delayed" in m.raw.decode(errors="replace")],
                               20, message="the delay notice")[0]
@@ -259,7 +259,6 @@ def test_delay_notice_only_when_asked_with_will_retry_until(short_lived):
     time.sleep(1)
     assert not [m for m in gw.sink.messages()
                 if "nodelay-1" in m.raw.decode(errors="replace") and "Action: delayed" in m.raw.decode(errors="replace")]
-    del qid
 
 
 def trace(gw, *args: str) -> list[dict]:

@@ -16,6 +16,7 @@ pkg_check_modules(LDNS REQUIRED IMPORTED_TARGET ldns)
 # libunbound runs on the caller's libevent base (ub_ctx_create_event): the libevent it links.
 pkg_check_modules(LIBEVENT REQUIRED IMPORTED_TARGET libevent)
 find_package(nlohmann_json 3.11 REQUIRED)
+find_package(ZLIB REQUIRED)
 find_package(fmt REQUIRED)
 find_package(CLI11 CONFIG REQUIRED)
 if(MXEDGE_TESTS)

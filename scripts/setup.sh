@@ -11,6 +11,7 @@ packages=(
   libssl-dev openssl protobuf-compiler libprotobuf-dev libyaml-cpp-dev libcli11-dev libfmt-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libbpf-dev bpftool libunbound-dev libldns-dev libcurl4-openssl-dev nlohmann-json3-dev libevent-dev libsqlite3-dev
+  zlib1g-dev
   # the IANA root trust anchor and root hints: the resolver's defaults
   dns-root-data
   # lab peers and tools used by tests, the demo and the benchmarks

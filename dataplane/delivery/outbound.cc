@@ -155,6 +155,19 @@ std::string Destination::accept_tls(relay::RelayConnection* c, SSL* ssl) {
   Conn& st = conn(c);
   const policy::HostPolicy& h = host_of(st);
   st.tls = out_.tls().check(ssl, h);
+  if (st.tls.satisfied) {
+    // TLS-RPT: a successful session under this host's policy; an MTA-STS testing failure is also
+    // reported (as a failure of the sts policy) although the message goes ahead (RFC 8461 §5).
+    out_.record_outcome(outcome(&h, ""));
+    if (st.tls.sts_testing_failed) {
+      trace::TlsOutcome f = outcome(&h, st.tls.result_type.empty() ? "sts-webpki-invalid" : st.tls.result_type);
+      f.policy_type = "sts";
+      f.sending_mta_ip = c->local_ip();
+      f.receiving_ip = attempts_[st.attempt].address.ip_text();
+      f.failure_reason_code = st.tls.failure;
+      out_.record_outcome(f);
+    }
+  }
   if (!st.tls.satisfied) {
     return "TLS with " + h.name + " does not satisfy the " + std::string(policy::to_string(h.tls)) + " requirement: " +
            st.tls.failure + (st.tls.result_type.empty() ? "" : " (" + st.tls.result_type + ")");
@@ -171,6 +184,29 @@ bool Destination::next_job(relay::RelayConnection*, relay::Job* job) {
   *job = std::move(ready_.front());
   ready_.pop_front();
   return true;
+}
+
+trace::TlsOutcome Destination::outcome(const policy::HostPolicy* h, const std::string& result_type) const {
+  trace::TlsOutcome o;
+  o.day = trace::TlsOutcomeStore::utc_day(wall_us() / 1000000);
+  o.policy_domain = domain_;
+  o.result_type = result_type;
+  const bool sts = h != nullptr ? (h->tls == policy::TlsRequirement::kWebPki || h->sts_testing) : result_type.rfind("sts-", 0) == 0;
+  const bool tlsa = h != nullptr ? h->tls == policy::TlsRequirement::kDane
+                                 : (result_type == "dnssec-invalid" || result_type == "tlsa-invalid" || result_type == "dane-required");
+  if (tlsa) {
+    o.policy_type = "tlsa";
+    if (h != nullptr)
+      for (const auto& t : h->tlsa) o.policy_strings += (o.policy_strings.empty() ? "" : "\n") + policy::to_presentation(t);
+  } else if (sts && policy_) {
+    o.policy_type = "sts";
+    o.policy_id = policy_->sts_id;
+    for (const auto& m : policy_->sts_mx) o.mx_hosts += (o.mx_hosts.empty() ? "" : "\n") + m;
+  } else {
+    o.policy_type = sts ? "sts" : "no-policy-found";
+  }
+  if (h != nullptr && !result_type.empty()) o.receiving_mx_hostname = h->name;
+  return o;
 }
 
 trace::TraceEvent Destination::event(const char* what, const relay::Job* job, const Conn* c) const {
@@ -271,6 +307,10 @@ void Destination::defer_all(const std::string& reason, const std::string& status
   while (!ready_.empty()) {
     relay::Job j = std::move(ready_.front());
     ready_.pop_front();
+    // A policy that stops delivery before any session (bogus DNSSEC, MTA-STS fetch failure under
+    // mandatory): TLS-RPT counts one failed session per deferral.
+    if (policy_ && policy_->verdict == policy::PolicyVerdict::kDefer && !policy_->result_type.empty())
+      out_.record_outcome(outcome(nullptr, policy_->result_type));
     backoff(std::move(j), why);
   }
 }
@@ -364,6 +404,13 @@ void Destination::hop_failed(relay::RelayConnection* c, const std::string& reaso
   if (type.empty() && reason.find("starttls-not-supported") != std::string::npos) type = "starttls-not-supported";
   log::warning("delivery.attempt_failed").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name).kv("address", addr)
       .kv("requirement", policy::to_string(h.tls)).kv("reason", reason).kv("result_type", type);
+  if (!type.empty()) {  // a TLS failure (not a refused connection or a 4xx greeting): TLS-RPT counts it
+    trace::TlsOutcome f = outcome(&h, type);
+    f.sending_mta_ip = c->local_ip();
+    f.receiving_ip = addr;
+    f.failure_reason_code = st.tls.failure;
+    out_.record_outcome(f);
+  }
   last_result_type_ = type;
   auto te = event("attempt_failed", nullptr, &st);
   te.result_type = type;
@@ -501,6 +548,7 @@ Outbound::Outbound(worker::EventLoop& loop, spool::Spool& spool, unsigned worker
           const size_t n = trace_->expire(wall_us());
           if (n > 0) log::info("trace.expired").kv("worker", worker_).kv("events", static_cast<uint64_t>(n));
         }
+        if (outcomes_) outcomes_->expire(wall_us() / 1000000);
         trace_expiry_timer_.arm_at(loop_.now_ms() + 3600 * 1000);
       }),
       rng_(std::random_device{}() ^ (worker_index * 7919u)) {}
@@ -520,6 +568,13 @@ bool Outbound::set_runtime(std::shared_ptr<const worker::RuntimeConfig> runtime)
     trace_ = trace::TraceStore::open(path, runtime_->outbound.trace_retention_s, worker_, &error);
     if (!trace_) log::error("trace.unavailable").kv("worker", worker_).kv("reason", error);
     else trace_expiry_timer_.arm_at(loop_.now_ms() + 60 * 1000);
+  }
+  if (!outcomes_) {
+    // TLS-RPT outcomes: kept 14 days (a daily report needs the previous UTC day; retries need more).
+    std::string error;
+    const std::string path = trace::TlsOutcomeStore::path_for(runtime_->config.spool().directory(), worker_);
+    outcomes_ = trace::TlsOutcomeStore::open(path, 14 * 86400, &error);
+    if (!outcomes_) log::error("tlsrpt.unavailable").kv("worker", worker_).kv("reason", error);
   }
   if (!tls_) {
     std::string error;

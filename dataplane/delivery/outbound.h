@@ -40,6 +40,7 @@
 #include "dataplane/spool/spool.h"
 #include "dataplane/stats/counters.h"
 #include "dataplane/tls/client_verify.h"
+#include "dataplane/trace/tls_outcomes.h"
 #include "dataplane/trace/trace_store.h"
 #include "dataplane/worker/event_loop.h"
 #include "dataplane/worker/runtime_config.h"
@@ -100,6 +101,8 @@ class Destination final : public relay::ConnectionOwner {
     tls::VerifyOutcome tls;
   };
   trace::TraceEvent event(const char* what, const relay::Job* job, const Conn* c) const;
+  // A TLS-RPT outcome under host `h`'s policy (null: a policy failure before any session).
+  trace::TlsOutcome outcome(const policy::HostPolicy* h, const std::string& result_type) const;
   void plan_attempts();
   void start_connection(size_t attempt);
   void defer_all(const std::string& reason, const std::string& status);
@@ -168,6 +171,11 @@ class Outbound {
   }
   void flush_trace() {
     if (trace_) trace_->flush();
+    if (outcomes_) outcomes_->flush();
+  }
+  // TLS-RPT: one session's outcome (dataplane/trace/tls_outcomes.h).
+  void record_outcome(const trace::TlsOutcome& o) {
+    if (outcomes_) outcomes_->record(o);
   }
   void wake_at(int64_t when_ms);
 
@@ -185,6 +193,7 @@ class Outbound {
   std::unique_ptr<tls::OutboundTls> tls_;
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
   std::unique_ptr<trace::TraceStore> trace_;
+  std::unique_ptr<trace::TlsOutcomeStore> outcomes_;
   worker::FunctionTimer poll_timer_;
   worker::FunctionTimer deferred_timer_;
   worker::FunctionTimer trace_expiry_timer_;

@@ -2,6 +2,7 @@
 #include "dataplane/relay/relay_connection.h"
 
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -98,6 +99,14 @@ void RelayConnection::on_io(uint32_t events) {
 }
 
 void RelayConnection::on_connected() {
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* a = local.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+                                                 : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+    if (::inet_ntop(local.ss_family, a, text, sizeof text) != nullptr) local_ip_ = text;
+  }
   state_ = State::kGreeting;
   arm_command_timeout();
   update_interest();

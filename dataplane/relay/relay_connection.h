@@ -34,6 +34,8 @@ class RelayConnection final : public worker::IoHandler, public worker::Timer {
   bool offer_work();
   void quit_if_idle();
   void abort(const std::string& reason);
+  // The local address of the connection once connected (the sending MTA IP of a TLS-RPT report).
+  const std::string& local_ip() const { return local_ip_; }
 
  protected:
   void on_timer() override;
@@ -72,6 +74,7 @@ class RelayConnection final : public worker::IoHandler, public worker::Timer {
   bool pipelining_ = false;
   bool greeted_ok_ = false;
   std::string peer_;
+  std::string local_ip_;
 
   // Current transaction.
   spool::SpoolEntry* msg_ = nullptr;

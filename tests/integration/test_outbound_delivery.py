@@ -6,6 +6,7 @@ to the delivery lab's Postfix receivers (lab/delivery.py) only over connections 
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -289,3 +290,66 @@ def test_message_trace_records_each_attempt_with_its_policy_and_verification(pla
     assert deferred and "could be used" in deferred[0]["detail"]
     # An unknown message is exit status 3 and no output.
     assert trace(gw, "--qid", "NO-SUCH-QID") == []
+
+
+def tls_outcomes(gw) -> dict:
+    """The TLS-RPT outcome rows of every worker (<spool>/tlsrpt-w<k>.db), summed by key."""
+    import glob
+    import sqlite3
+    rows = {}
+    for path in glob.glob(os.path.join(gw.spool_dir, "tlsrpt-w*.db")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            for r in db.execute("SELECT policy_domain, policy_type, result_type, receiving_mx_hostname, receiving_ip,"
+                                " sending_mta_ip, policy_id, policy_strings, mx_hosts, sessions, day FROM outcomes"):
+                key = r[:6]
+                prev = rows.get(key)
+                rows[key] = {"policy_id": r[6], "policy_strings": r[7], "mx_hosts": r[8], "day": r[10],
+                             "sessions": r[9] + (prev["sessions"] if prev else 0)}
+        finally:
+            db.close()
+    return rows
+
+
+def test_tls_outcomes_are_recorded_per_policy_for_tlsrpt_and_survive_a_restart(plane, lab_root, lab_pki, delivery_lab):
+    """Issue #8, outcome recording: each outbound TLS session's outcome, per policy domain and type,
+    with what a report's failure-details need; durable across a restart."""
+    gw0, cp = plane
+    g = gw_mod.Gateway(lab_root.unique_sub("gw-tlsrpt"), lab_pki, next_hop_port=gw0.sink.port, hostname="gw3.lab.test",
+                       listeners=[dict(INTAKE[0])], config=outbound_config(cp, lab_root, lab_pki))
+    g.start()
+    try:
+        g.wait_log(r"event=policy.link.connected", timeout=10)
+        for i, domain in enumerate(["dane-ee", "insecure", "dane-fail", "sts-badcert", "bogus", "dane-stripped"]):
+            flows.submit(g, [f"rpt{i}@{domain}.dlv.test"], f"tlsrpt-{i}")
+        for domain in ("dane-ee", "insecure"):
+            g.wait_log(rf"event=message.delivered .*domain={domain}.dlv.test ", timeout=30)
+        for domain in ("dane-fail", "sts-badcert", "bogus", "dane-stripped"):
+            g.wait_log(rf"event=message.deferred .*domain={domain}.dlv.test ", timeout=30)
+        time.sleep(0.5)  # the end of the loop turn writes the counts
+        rows = util.wait_until(lambda: (lambda r: r if len(r) >= 6 else None)(tls_outcomes(g)), 10, message="outcome rows")
+        by = {(k[0], k[1], k[2]): (k, v) for k, v in rows.items()}
+        today = int(time.time()) // 86400 * 86400
+
+        (k, v) = by[("dane-ee.dlv.test", "tlsa", "")]
+        assert v["sessions"] >= 1 and "3 1 1 " in v["policy_strings"] and v["day"] == today
+        assert k[3:] == ("", "", "")  # successes are counted per policy, without hosts
+        (k, v) = by[("insecure.dlv.test", "no-policy-found", "")]
+        assert v["sessions"] >= 1
+        (k, v) = by[("dane-fail.dlv.test", "tlsa", "validation-failure")]
+        assert k[3] == "mx.dane-fail.dlv.test" and k[4] == delivery_lab.address("mx.dane-fail.dlv.test") and k[5] == "127.0.0.1"
+        (k, v) = by[("sts-badcert.dlv.test", "sts", "certificate-host-mismatch")]
+        assert k[3] == "mx.sts-badcert.dlv.test" and v["policy_id"] and "mx.sts-badcert.dlv.test" in v["mx_hosts"]
+        (k, v) = by[("bogus.dlv.test", "tlsa", "dnssec-invalid")]
+        assert k[3] == "" and v["sessions"] >= 1  # no session began: no receiving host
+        (k, v) = by[("dane-stripped.dlv.test", "tlsa", "starttls-not-supported")]
+        assert k[3] == "mx.dane-stripped.dlv.test"
+        # Durable: what was counted is still there after a stop and a start (new attempts only add).
+        before = tls_outcomes(g)
+        g.stop()
+        g.start()
+        after = tls_outcomes(g)
+        assert all(after[k]["sessions"] >= v["sessions"] for k, v in before.items()), (before, after)
+    finally:
+        g.stop()
+        g.cleanup()

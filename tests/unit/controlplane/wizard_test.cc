@@ -218,7 +218,7 @@ TEST(WizardEvaluateTest, SignedWithoutDsGivesTheDsOfTheSepKey) {
   EXPECT_EQ(sts.status(), WizardStep::STATUS_ACTION_NEEDED);
   ASSERT_EQ(sts.files_to_publish_size(), 1);
   EXPECT_EQ(sts.files_to_publish(0).content(),
-            "version: STSv1\nmode: testing\nmx: mx.example.com\nmx: old.example.net\nmax_age: 86400\n");
+            "version: STSv1\r\nmode: testing\r\nmx: mx.example.com\r\nmx: old.example.net\r\nmax_age: 86400\r\n");
   EXPECT_EQ(step(rep, WizardStep::CHECK_TLS_RPT).status(), WizardStep::STATUS_OK);
 
   // The plan: DS, MTA-STS testing, enforce, MX cutover (TLSA failed without certificates).

@@ -272,26 +272,6 @@ mgmt::v1::Certificate describe_certificate(X509* cert, uint32_t depth) {
   return c;
 }
 
-// RFC 8460 §4.3 result type of a WebPKI verification error.
-std::string result_type_of(long code) {
-  switch (code) {
-    case X509_V_ERR_HOSTNAME_MISMATCH:
-      return "certificate-host-mismatch";
-    case X509_V_ERR_CERT_HAS_EXPIRED:
-      return "certificate-expired";
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_CERT_UNTRUSTED:
-    case X509_V_ERR_CERT_REJECTED:
-      return "certificate-not-trusted";
-    default:
-      return "validation-failure";
-  }
-}
-
 // The WebPKI check MTA-STS enforce makes (RFC 8461 §4.2): the peer's chain to the trust store that
 // delivery uses (the OutboundTls context's: outbound.ca_file or the system store), server purpose,
 // the MX host name with the flags client_verify.cc sets (no partial wildcards).
@@ -322,7 +302,7 @@ void check_webpki(SSL* ssl, const std::string& host_name, tls::OutboundTls& tls,
   const long code = X509_STORE_CTX_get_error(ctx.get());
   ERR_clear_error();
   out->set_webpki_detail(X509_verify_cert_error_string(code));
-  out->set_webpki_result_type(result_type_of(code));
+  out->set_webpki_result_type(tls::tlsrpt_result_type(code));
 }
 
 void record_dane(const policy::HostPolicy& host, const tls::VerifyOutcome& v, mgmt::v1::Probe* out) {

@@ -36,6 +36,16 @@
 
 namespace {
 
+// A report as the proto3 JSON mapping (field names as in the .proto, defaults printed).
+void print_proto_json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions jopt;
+  jopt.always_print_primitive_fields = true;
+  jopt.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, jopt);
+  std::cout << out << "\n";
+}
+
 using namespace mxedge::resolver;
 
 int parse_type(const std::string& t) {
@@ -200,12 +210,7 @@ int main(int argc, char** argv) {
     request.set_no_probe(no_probe);
     const auto report = mxedge::analyzer::run_check(gateway_config, request, cs);
     if (json) {
-      std::string out;
-      google::protobuf::util::JsonPrintOptions jopt;
-      jopt.always_print_primitive_fields = true;
-      jopt.preserve_proto_field_names = true;
-      (void)google::protobuf::util::MessageToJsonString(report, &out, jopt);
-      std::cout << out << "\n";
+      print_proto_json(report);
     } else {
       std::cout << mxedge::analyzer::render_check_text(report);
     }
@@ -240,12 +245,7 @@ int main(int argc, char** argv) {
     request.set_next_key_file(next_key);
     const auto report = mxedge::wizard::run_wizard(wc, request);
     if (json) {
-      std::string out;
-      google::protobuf::util::JsonPrintOptions jopt;
-      jopt.always_print_primitive_fields = true;
-      jopt.preserve_proto_field_names = true;
-      (void)google::protobuf::util::MessageToJsonString(report, &out, jopt);
-      std::cout << out << "\n";
+      print_proto_json(report);
     } else {
       std::cout << mxedge::wizard::render_wizard_text(report);
     }

@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "controlplane/sts_publish/sts_publish.h"
+#include "dataplane/tls/tls_context.h"
 #include "policy/log.h"
 #include "policy/socket_address.h"
 
@@ -16,27 +17,16 @@ namespace {
 
 constexpr const char* kPolicyPath = "/.well-known/mta-sts.txt";
 
-std::string openssl_error() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown error" : out;
-}
-
 // TLS 1.2+ and one certificate chain with its key.
 bool configure(SSL_CTX* ctx, const config::v1::Certificate& cert, std::string* error) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.cert_file().c_str()) != 1) {
-    *error = "cannot load certificate " + cert.cert_file() + ": " + openssl_error();
+    *error = "cannot load certificate " + cert.cert_file() + ": " + tls::last_error();
     return false;
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, cert.key_file().c_str(), SSL_FILETYPE_PEM) != 1) {
-    *error = "cannot load key " + cert.key_file() + ": " + openssl_error();
+    *error = "cannot load key " + cert.key_file() + ": " + tls::last_error();
     return false;
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -83,7 +73,7 @@ std::unique_ptr<StsPublishServer> StsPublishServer::start(const config::v1::Conf
   for (int i = 1; i < pc.certificates_size(); ++i) {
     SSL_CTX* c = SSL_CTX_new(TLS_server_method());
     if (c == nullptr) {
-      *error = "mta_sts_publish: " + openssl_error();
+      *error = "mta_sts_publish: " + tls::last_error();
       return nullptr;
     }
     self->sni_ctx_.push_back(c);

@@ -160,11 +160,8 @@ std::string Destination::accept_tls(relay::RelayConnection* c, SSL* ssl) {
     // reported (as a failure of the sts policy) although the message goes ahead (RFC 8461 §5).
     out_.record_outcome(outcome(&h, ""));
     if (st.tls.sts_testing_failed) {
-      trace::TlsOutcome f = outcome(&h, st.tls.result_type.empty() ? "sts-webpki-invalid" : st.tls.result_type);
+      trace::TlsOutcome f = outcome(&h, st.tls.result_type.empty() ? "sts-webpki-invalid" : st.tls.result_type, c);
       f.policy_type = "sts";
-      f.sending_mta_ip = c->local_ip();
-      f.receiving_ip = attempts_[st.attempt].address.ip_text();
-      f.failure_reason_code = st.tls.failure;
       out_.record_outcome(f);
     }
   }
@@ -186,7 +183,8 @@ bool Destination::next_job(relay::RelayConnection*, relay::Job* job) {
   return true;
 }
 
-trace::TlsOutcome Destination::outcome(const policy::HostPolicy* h, const std::string& result_type) const {
+trace::TlsOutcome Destination::outcome(const policy::HostPolicy* h, const std::string& result_type,
+                                       relay::RelayConnection* c) {
   trace::TlsOutcome o;
   o.day = trace::TlsOutcomeStore::utc_day(wall_us() / 1000000);
   o.policy_domain = domain_;
@@ -206,6 +204,12 @@ trace::TlsOutcome Destination::outcome(const policy::HostPolicy* h, const std::s
     o.policy_type = sts ? "sts" : "no-policy-found";
   }
   if (h != nullptr && !result_type.empty()) o.receiving_mx_hostname = h->name;
+  if (c != nullptr && !result_type.empty()) {
+    const Conn& st = conn(c);
+    o.sending_mta_ip = c->local_ip();
+    o.receiving_ip = attempts_[st.attempt].address.ip_text();
+    o.failure_reason_code = st.tls.failure;
+  }
   return o;
 }
 
@@ -404,13 +408,8 @@ void Destination::hop_failed(relay::RelayConnection* c, const std::string& reaso
   if (type.empty() && reason.find("starttls-not-supported") != std::string::npos) type = "starttls-not-supported";
   log::warning("delivery.attempt_failed").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name).kv("address", addr)
       .kv("requirement", policy::to_string(h.tls)).kv("reason", reason).kv("result_type", type);
-  if (!type.empty()) {  // a TLS failure (not a refused connection or a 4xx greeting): TLS-RPT counts it
-    trace::TlsOutcome f = outcome(&h, type);
-    f.sending_mta_ip = c->local_ip();
-    f.receiving_ip = addr;
-    f.failure_reason_code = st.tls.failure;
-    out_.record_outcome(f);
-  }
+  // A TLS failure (not a refused connection or a 4xx greeting): TLS-RPT counts it.
+  if (!type.empty()) out_.record_outcome(outcome(&h, type, c));
   last_result_type_ = type;
   auto te = event("attempt_failed", nullptr, &st);
   te.result_type = type;

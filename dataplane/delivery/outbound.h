@@ -101,8 +101,9 @@ class Destination final : public relay::ConnectionOwner {
     tls::VerifyOutcome tls;
   };
   trace::TraceEvent event(const char* what, const relay::Job* job, const Conn* c) const;
-  // A TLS-RPT outcome under host `h`'s policy (null: a policy failure before any session).
-  trace::TlsOutcome outcome(const policy::HostPolicy* h, const std::string& result_type) const;
+  // A TLS-RPT outcome under host `h`'s policy (null: a policy failure before any session); a failure
+  // on connection `c` also names the addresses and the verifier's reason.
+  trace::TlsOutcome outcome(const policy::HostPolicy* h, const std::string& result_type, relay::RelayConnection* c = nullptr);
   void plan_attempts();
   void start_connection(size_t attempt);
   void defer_all(const std::string& reason, const std::string& status);

@@ -16,6 +16,25 @@
 
 namespace mxedge::tls {
 
+std::string tlsrpt_result_type(long code) {
+  switch (code) {
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+      return "certificate-host-mismatch";
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+      return "certificate-expired";
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_UNTRUSTED:
+    case X509_V_ERR_CERT_REJECTED:
+      return "certificate-not-trusted";
+    default:
+      return "validation-failure";  // X509_V_ERR_DANE_NO_MATCH among them
+  }
+}
+
 struct SslSessionFree {
   void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
 };
@@ -227,31 +246,8 @@ std::string subject_of(X509* cert) {
 
 // Fills failure / result_type from an X509_V_ERR_* code (RFC 8460 §4.3).
 void describe_failure(long code, VerifyOutcome* out) {
-  out->failure = X509_verify_cert_error_string(code);
-  switch (code) {
-    case X509_V_ERR_HOSTNAME_MISMATCH:
-      out->result_type = "certificate-host-mismatch";
-      break;
-    case X509_V_ERR_CERT_HAS_EXPIRED:
-      out->result_type = "certificate-expired";
-      break;
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_CERT_UNTRUSTED:
-    case X509_V_ERR_CERT_REJECTED:
-      out->result_type = "certificate-not-trusted";
-      break;
-    case X509_V_ERR_DANE_NO_MATCH:
-      out->failure = "no TLSA record matched";
-      out->result_type = "validation-failure";
-      break;
-    default:
-      out->result_type = "validation-failure";
-      break;
-  }
+  out->failure = code == X509_V_ERR_DANE_NO_MATCH ? "no TLSA record matched" : X509_verify_cert_error_string(code);
+  out->result_type = tlsrpt_result_type(code);
 }
 
 void check_webpki(SSL* ssl, X509* peer, VerifyOutcome* out) {

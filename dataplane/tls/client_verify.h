@@ -82,6 +82,9 @@ struct VerifyOutcome {
   bool resumed = false;             // the outcome is the one stored with the resumed session
 };
 
+// The RFC 8460 §4.3 result type of an X509_V_ERR_* verification error (the analyzer uses it too).
+std::string tlsrpt_result_type(long x509_verify_error);
+
 class SessionCache;
 
 class OutboundTls {

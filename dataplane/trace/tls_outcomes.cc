@@ -1,10 +1,10 @@
 #include "dataplane/trace/tls_outcomes.h"
 
-#include <dirent.h>
 #include <sqlite3.h>
 
 #include <algorithm>
 
+#include "dataplane/trace/trace_store.h"
 #include "policy/log.h"
 
 namespace mxedge::trace {
@@ -26,10 +26,6 @@ constexpr const char* kUpsert =
     " DO UPDATE SET sessions = sessions + excluded.sessions, policy_strings = excluded.policy_strings,"
     "  mx_hosts = excluded.mx_hosts";
 
-std::string text(sqlite3_stmt* st, int col) {
-  const unsigned char* p = sqlite3_column_text(st, col);
-  return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p));
-}
 
 }  // namespace
 
@@ -48,32 +44,14 @@ std::string TlsOutcomeStore::path_for(const std::string& spool_dir, unsigned wor
 }
 
 std::vector<std::string> TlsOutcomeStore::databases(const std::string& spool_dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(spool_dir.c_str());
-  if (d == nullptr) return out;
-  while (dirent* e = ::readdir(d)) {
-    const std::string n = e->d_name;
-    if (n.starts_with("tlsrpt-w") && n.ends_with(".db")) out.push_back(spool_dir + "/" + n);
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
+  return TraceStore::worker_databases(spool_dir, "tlsrpt-w");
 }
 
 std::unique_ptr<TlsOutcomeStore> TlsOutcomeStore::open(const std::string& path, int64_t retention_s, std::string* error) {
   std::unique_ptr<TlsOutcomeStore> t(new TlsOutcomeStore());
   t->retention_s_ = retention_s;
-  if (sqlite3_open_v2(path.c_str(), &t->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-    *error = "cannot open TLS-RPT outcome store " + path + ": " + (t->db_ ? sqlite3_errmsg(t->db_) : "out of memory");
-    return nullptr;
-  }
-  char* err = nullptr;
-  if (sqlite3_exec(t->db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", nullptr, nullptr, &err) != SQLITE_OK ||
-      sqlite3_exec(t->db_, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
-    *error = "TLS-RPT outcome store " + path + ": " + (err ? err : "schema failed");
-    sqlite3_free(err);
-    return nullptr;
-  }
+  t->db_ = TraceStore::open_database(path, kSchema, "TLS-RPT outcome store", error);
+  if (t->db_ == nullptr) return nullptr;
   if (sqlite3_prepare_v2(t->db_, kUpsert, -1, &t->upsert_, nullptr) != SQLITE_OK) {
     *error = "TLS-RPT outcome store " + path + ": " + sqlite3_errmsg(t->db_);
     return nullptr;
@@ -163,16 +141,16 @@ std::vector<TlsOutcome> TlsOutcomeStore::query(const std::vector<std::string>& p
       TlsOutcome o;
       int c = 0;
       o.day = sqlite3_column_int64(st, c++);
-      o.policy_type = text(st, c++);
-      o.policy_domain = text(st, c++);
-      o.policy_id = text(st, c++);
-      o.policy_strings = text(st, c++);
-      o.mx_hosts = text(st, c++);
-      o.result_type = text(st, c++);
-      o.sending_mta_ip = text(st, c++);
-      o.receiving_mx_hostname = text(st, c++);
-      o.receiving_ip = text(st, c++);
-      o.failure_reason_code = text(st, c++);
+      o.policy_type = TraceStore::column_text(st, c++);
+      o.policy_domain = TraceStore::column_text(st, c++);
+      o.policy_id = TraceStore::column_text(st, c++);
+      o.policy_strings = TraceStore::column_text(st, c++);
+      o.mx_hosts = TraceStore::column_text(st, c++);
+      o.result_type = TraceStore::column_text(st, c++);
+      o.sending_mta_ip = TraceStore::column_text(st, c++);
+      o.receiving_mx_hostname = TraceStore::column_text(st, c++);
+      o.receiving_ip = TraceStore::column_text(st, c++);
+      o.failure_reason_code = TraceStore::column_text(st, c++);
       o.sessions = static_cast<uint64_t>(sqlite3_column_int64(st, c++));
       auto [it, fresh] = sum.try_emplace(o.key(), o);
       if (!fresh) it->second.sessions += o.sessions;

@@ -21,10 +21,6 @@ constexpr const char* kSchema =
     "CREATE INDEX IF NOT EXISTS events_domain_ts ON events(domain, ts_us);"
     "CREATE INDEX IF NOT EXISTS events_ts ON events(ts_us);";
 
-std::string text(sqlite3_stmt* st, int col) {
-  const unsigned char* p = sqlite3_column_text(st, col);
-  return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p));
-}
 
 }  // namespace
 
@@ -32,34 +28,50 @@ std::string TraceStore::path_for(const std::string& spool_dir, unsigned worker) 
   return spool_dir + "/trace-w" + std::to_string(worker) + ".db";
 }
 
-std::vector<std::string> TraceStore::databases(const std::string& spool_dir) {
+sqlite3* TraceStore::open_database(const std::string& path, const char* schema, const std::string& what, std::string* error) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+    *error = "cannot open " + what + " " + path + ": " + (db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    return nullptr;
+  }
+  char* err = nullptr;
+  if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", nullptr, nullptr, &err) != SQLITE_OK ||
+      sqlite3_exec(db, schema, nullptr, nullptr, &err) != SQLITE_OK) {
+    *error = what + " " + path + ": " + (err ? err : "schema failed");
+    sqlite3_free(err);
+    sqlite3_close(db);
+    return nullptr;
+  }
+  return db;
+}
+
+std::string TraceStore::column_text(sqlite3_stmt* st, int col) {
+  const unsigned char* p = sqlite3_column_text(st, col);
+  return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p));
+}
+
+std::vector<std::string> TraceStore::worker_databases(const std::string& spool_dir, const std::string& prefix) {
   std::vector<std::string> out;
   DIR* d = ::opendir(spool_dir.c_str());
   if (d == nullptr) return out;
   while (dirent* e = ::readdir(d)) {
     const std::string n = e->d_name;
-    if (n.starts_with("trace-w") && n.ends_with(".db")) out.push_back(spool_dir + "/" + n);
+    if (n.starts_with(prefix) && n.ends_with(".db")) out.push_back(spool_dir + "/" + n);
   }
   ::closedir(d);
   std::sort(out.begin(), out.end());
   return out;
 }
 
+std::vector<std::string> TraceStore::databases(const std::string& spool_dir) { return worker_databases(spool_dir, "trace-w"); }
+
 std::unique_ptr<TraceStore> TraceStore::open(const std::string& path, int64_t retention_s, unsigned worker, std::string* error) {
   std::unique_ptr<TraceStore> t(new TraceStore());
   t->retention_us_ = retention_s * 1000000;
   t->worker_ = worker;
-  if (sqlite3_open_v2(path.c_str(), &t->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-    *error = "cannot open trace store " + path + ": " + (t->db_ ? sqlite3_errmsg(t->db_) : "out of memory");
-    return nullptr;
-  }
-  char* err = nullptr;
-  if (sqlite3_exec(t->db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", nullptr, nullptr, &err) != SQLITE_OK ||
-      sqlite3_exec(t->db_, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
-    *error = "trace store " + path + ": " + (err ? err : "schema failed");
-    sqlite3_free(err);
-    return nullptr;
-  }
+  t->db_ = open_database(path, kSchema, "trace store", error);
+  if (t->db_ == nullptr) return nullptr;
   // Stores made before the recipients column existed get it (an error here means it is there).
   sqlite3_exec(t->db_, "ALTER TABLE events ADD COLUMN recipients TEXT NOT NULL DEFAULT ''", nullptr, nullptr, nullptr);
   if (sqlite3_prepare_v2(t->db_,
@@ -172,26 +184,26 @@ std::vector<TraceEvent> TraceStore::query(const std::vector<std::string>& paths,
       TraceEvent e;
       int c = 0;
       e.ts_us = sqlite3_column_int64(st, c++);
-      e.qid = text(st, c++);
-      e.event = text(st, c++);
-      e.domain = text(st, c++);
+      e.qid = column_text(st, c++);
+      e.event = column_text(st, c++);
+      e.domain = column_text(st, c++);
       e.rcpts = static_cast<uint32_t>(sqlite3_column_int64(st, c++));
-      e.host = text(st, c++);
-      e.address = text(st, c++);
-      e.requirement = text(st, c++);
-      e.dane_mode = text(st, c++);
-      e.sts_mode = text(st, c++);
-      e.dnssec = text(st, c++);
-      e.mta_sts = text(st, c++);
-      e.tls_version = text(st, c++);
-      e.cipher = text(st, c++);
-      e.verification = text(st, c++);
+      e.host = column_text(st, c++);
+      e.address = column_text(st, c++);
+      e.requirement = column_text(st, c++);
+      e.dane_mode = column_text(st, c++);
+      e.sts_mode = column_text(st, c++);
+      e.dnssec = column_text(st, c++);
+      e.mta_sts = column_text(st, c++);
+      e.tls_version = column_text(st, c++);
+      e.cipher = column_text(st, c++);
+      e.verification = column_text(st, c++);
       e.dane_usage = sqlite3_column_int(st, c++);
       e.dane_depth = sqlite3_column_int(st, c++);
-      e.result_type = text(st, c++);
-      e.detail = text(st, c++);
+      e.result_type = column_text(st, c++);
+      e.detail = column_text(st, c++);
       e.worker = static_cast<unsigned>(sqlite3_column_int(st, c++));
-      const std::string rcpts = text(st, c++);
+      const std::string rcpts = column_text(st, c++);
       for (size_t pos = 0; pos < rcpts.size();) {
         const size_t next = rcpts.find(',', pos);
         if (next == std::string::npos) break;

@@ -66,6 +66,12 @@ class TraceStore {
   static std::vector<TraceEvent> query(const std::vector<std::string>& paths, const TraceQuery& q, std::string* error);
   // The worker databases under a spool directory (trace-w<k>.db).
   static std::vector<std::string> databases(const std::string& spool_dir);
+  // <spool_dir>/<prefix><k>.db for every worker k, sorted (trace-w, tlsrpt-w).
+  static std::vector<std::string> worker_databases(const std::string& spool_dir, const std::string& prefix);
+  // Opens (creating) a per-worker database in WAL mode with `schema`; null with *error naming `what`.
+  static sqlite3* open_database(const std::string& path, const char* schema, const std::string& what, std::string* error);
+  // A text column, "" for NULL.
+  static std::string column_text(sqlite3_stmt* st, int col);
   static std::string path_for(const std::string& spool_dir, unsigned worker);
 
  private:

@@ -216,7 +216,7 @@ def test_connector_list_show_set_persists_and_applies(planes):
                 break
             assert time.monotonic() < deadline, now
             time.sleep(0.1)
-        assert now["dane_mode"] == "CONNECTOR_MODE_MANDATORY" or "mandatory" in json.dumps(now).lower()
+        assert now["dane_mode"] == "CONNECTOR_MODE_MANDATORY" and now["mta_sts_mode"] == "CONNECTOR_MODE_NONE", now
         cp.wait_log(r"event=connector.changed connector=strict")
     finally:
         ok_json(cp, "connector", "set", "strict", "--dane-mode", "opportunistic", "--mta-sts-mode", "opportunistic")

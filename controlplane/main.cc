@@ -15,7 +15,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
+#include <future>
+#include <optional>
 #include <thread>
 #include <iostream>
 
@@ -31,6 +34,7 @@
 #include "controlplane/resolver/resolver_config.h"
 #include "controlplane/sts_publish/sts_publish.h"
 #include "controlplane/sts_publish/sts_server.h"
+#include "controlplane/tlsrpt/sender.h"
 #include "policy/config_loader.h"
 #include "policy/duration.h"
 #include "policy/log.h"
@@ -144,7 +148,8 @@ int main(int argc, char** argv) {
   mdeps.started_at = static_cast<int64_t>(::time(nullptr));
   mdeps.version = "0.1.0";
   std::unique_ptr<sts_publish::StsPublishServer> sts_publisher;  // started after the other servers
-  mdeps.reload = [&table, &config_file, &cfg, &sts_publisher](std::string* detail) {
+  std::unique_ptr<tlsrpt::ReportSender> report_sender;            // TLS-RPT reports, its own thread
+  mdeps.reload = [&table, &config_file, &cfg, &sts_publisher, &report_sender](std::string* detail) {
     auto again = config::load_config_file(config_file);
     if (!again.ok()) {
       *detail = again.error_text();
@@ -162,6 +167,10 @@ int main(int argc, char** argv) {
                     again.config->mta_sts_publish().certificates().begin(),
                     [](const auto& a, const auto& b) { return a.SerializeAsString() == b.SerializeAsString(); }))
       fixed += " mta_sts_publish.listen/certificates";
+    if (again.config->tlsrpt().reports().enabled() != cfg.tlsrpt().reports().enabled() ||
+        again.config->tlsrpt().reports().state_dir() != cfg.tlsrpt().reports().state_dir())
+      fixed += " tlsrpt.reports.enabled/state_dir";
+    if (report_sender) report_sender->set_config(*again.config);
     if (sts_publisher) {
       std::string text = sts_publish::policy_text(*again.config);
       log::info("mta_sts.publish.reloaded").kv("id", sts_publish::policy_id(text));
@@ -180,10 +189,41 @@ int main(int argc, char** argv) {
     log::error("controlplane.failed").kv("reason", error);
     return 1;
   }
+  // TLS-RPT: the sender's thread asks this thread's MTA-STS cache for the max_age of the policies it
+  // reports on.
+  controlplane::EventBaseTasks report_tasks(base);
+  if (cfg.tlsrpt().reports().enabled()) {
+    // MXEDGE_TEST_CLOCK_OFFSET (seconds) moves the report sender's clock only, so that the tests can
+    // cross a UTC midnight; it is not meant for production and is logged when set.
+    int64_t offset = 0;
+    if (const char* o = std::getenv("MXEDGE_TEST_CLOCK_OFFSET"); o != nullptr && *o != 0) {
+      offset = std::strtoll(o, nullptr, 10);
+      log::warning("tlsrpt.test_clock_offset").kv("seconds", offset);
+    }
+    auto deps = tlsrpt::daemon_deps(cfg, [offset] { return static_cast<int64_t>(::time(nullptr)) + offset; });
+    deps.sts_max_age = [&report_tasks, &sts_cache](const std::string& domain, const std::string& id) -> std::optional<uint32_t> {
+      auto promise = std::make_shared<std::promise<std::optional<uint32_t>>>();
+      auto result = promise->get_future();
+      report_tasks.post([promise, &sts_cache, domain, id] {
+        auto p = sts_cache->cached(domain);
+        promise->set_value(p && (id.empty() || p->id == id) ? std::optional<uint32_t>(p->policy.max_age) : std::nullopt);
+      });
+      if (result.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return std::nullopt;
+      return result.get();
+    };
+    report_sender = tlsrpt::ReportSender::open(cfg, std::move(deps), &error);
+    if (!report_sender) {
+      log::error("controlplane.failed").kv("reason", error);
+      mgmt_server.stop();
+      return 1;
+    }
+    report_sender->start();
+  }
   if (!cfg.mta_sts_publish().listen().empty()) {
     sts_publisher = sts_publish::StsPublishServer::start(cfg, &error);
     if (!sts_publisher) {
       log::error("controlplane.failed").kv("reason", error);
+      if (report_sender) report_sender->stop();
       mgmt_server.stop();
       return 1;
     }
@@ -209,7 +249,8 @@ int main(int argc, char** argv) {
 
   // Requests in progress may be waiting for the event base: run its tasks until they are done.
   std::atomic<bool> drained{false};
-  std::thread drain([&mgmt_server, &drained] {
+  std::thread drain([&mgmt_server, &drained, &report_sender] {
+    if (report_sender) report_sender->stop();
     mgmt_server.stop();
     drained = true;
   });

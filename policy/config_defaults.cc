@@ -158,6 +158,27 @@ void apply_defaults(Config& c) {
   }
   if (sp->mx().empty()) sp->add_mx(lower(c.hostname()));
 
+  TlsRptReports* tr = c.mutable_tlsrpt()->mutable_reports();
+  {
+    std::string host = lower(c.hostname());
+    size_t dot = host.find('.');
+    std::string domain = dot == std::string::npos ? host : host.substr(dot + 1);
+    if (tr->submitter().empty()) tr->set_submitter(domain);
+    if (tr->organization_name().empty()) tr->set_organization_name(tr->submitter());
+    if (tr->from().empty()) tr->set_from("tlsrpt-noreply@" + tr->submitter());
+    if (tr->contact_info().empty()) tr->set_contact_info(tr->from());
+  }
+  set_default_duration(tr->mutable_spread(), tr->has_spread(), 4 * 3600);
+  if (tr->state_dir().empty()) tr->set_state_dir("/var/lib/mxedge/tlsrpt");
+  set_default_duration(tr->mutable_retry_min(), tr->has_retry_min(), 300);
+  set_default_duration(tr->mutable_retry_max(), tr->has_retry_max(), 7200);
+  set_default_duration(tr->mutable_give_up_after(), tr->has_give_up_after(), 2 * 86400);
+  if (tr->max_report_size() == 0) tr->set_max_report_size(8ULL << 20);
+  TlsRptInbound* ti = c.mutable_tlsrpt()->mutable_inbound();
+  for (auto& mb : *ti->mutable_mailboxes()) mb = lower(mb);
+  if (ti->max_message_size() == 0) ti->set_max_message_size(4ULL << 20);
+  set_default_duration(ti->mutable_retention(), ti->has_retention(), 90 * 86400);
+
   Outbound* ob = c.mutable_outbound();
   if (ob->policy_socket().empty()) ob->set_policy_socket("/run/mxedge/policy.sock");
   if (ob->policy_state_file().empty()) ob->set_policy_state_file("/var/lib/mxedge/policy.state");
@@ -408,6 +429,29 @@ void validate(const Config& c, const ProblemSink& problem) {
     else if (access(cert.cert_file().c_str(), R_OK) != 0) problem(cp + ".cert_file", "cannot read certificate file " + cert.cert_file());
     if (cert.key_file().empty()) problem(cp, "key_file is required");
     else if (access(cert.key_file().c_str(), R_OK) != 0) problem(cp + ".key_file", "cannot read key file " + cert.key_file());
+  }
+
+  const TlsRptReports& tr = c.tlsrpt().reports();
+  if (tr.enabled()) {
+    if (!policy::is_a_label_domain(tr.submitter()))
+      problem("tlsrpt.reports.submitter", "invalid submitter domain '" + tr.submitter() + "' (set it, or give hostname a domain)");
+    if (tr.from().find('@') == std::string::npos) problem("tlsrpt.reports.from", "from must be an email address, got '" + tr.from() + "'");
+    if (tr.state_dir().empty() || tr.state_dir().front() != '/')
+      problem("tlsrpt.reports.state_dir", "state_dir must be an absolute path");
+    if (!c.outbound().enabled())
+      problem("tlsrpt.reports.enabled", "reports are about outbound sessions: outbound.enabled must be true");
+  }
+  if (tr.spread().seconds() < 0 || tr.spread().seconds() > 86400)
+    problem("tlsrpt.reports.spread", "spread must be between 0s and 24h");
+  if (millis(tr.retry_min()) <= 0 || millis(tr.retry_max()) < millis(tr.retry_min()))
+    problem("tlsrpt.reports", "retry_min must be positive and retry_max at least retry_min");
+  if (!tr.ca_file().empty() && access(tr.ca_file().c_str(), R_OK) != 0)
+    problem("tlsrpt.reports.ca_file", "cannot read CA file " + tr.ca_file());
+  for (int i = 0; i < c.tlsrpt().inbound().mailboxes_size(); ++i) {
+    const std::string& mb = c.tlsrpt().inbound().mailboxes(i);
+    size_t at = mb.rfind('@');
+    if (at == std::string::npos || at == 0 || !policy::is_a_label_domain(mb.substr(at + 1)))
+      problem("tlsrpt.inbound.mailboxes[" + std::to_string(i) + "]", "invalid mailbox '" + mb + "' (expected local@domain)");
   }
 
   if (c.spool().directory().empty()) problem("spool", "spool.directory is required");

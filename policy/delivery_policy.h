@@ -6,10 +6,11 @@
 // delivery applies HostPolicy to each connection (dataplane/tls/client_verify.h).
 //
 // STANDARDS: RFC 7672 (SMTP DANE), RFC 8461 (MTA-STS; §2: where DANE applies it decides), RFC 8460
-// (result types named in failures), RFC 3207 (STARTTLS).
+// (result types named in failures), RFC 3207 (STARTTLS), RFC 8689 (REQUIRETLS: which hosts qualify).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -99,5 +100,18 @@ struct DestinationPolicy {
   int64_t expires_at = 0;  // unix seconds: the policy must not be used after this
   uint64_t version = 0;    // bumped by the control plane on every change
 };
+
+// RFC 8689 4.2.1: why a REQUIRETLS message may not use host `h` of `p` before any connection is
+// made, or "" when it may: the MX must come from a DNSSEC-secure answer or be covered by the
+// destination's MTA-STS policy (enforce or testing), and the host's requirement must verify the
+// certificate (DANE, WebPKI, or the WebPKI check an MTA-STS testing policy adds); "may"/"encrypt"
+// hosts never authenticate their peer.
+std::string requiretls_host_refusal(const DestinationPolicy& p, const HostPolicy& h);
+
+// The hosts of `p` (indexes) a REQUIRETLS message may still try: those without a refusal above
+// and not in `refused` (host name -> why a session with it did not satisfy REQUIRETLS). When none
+// remains, *why lists every host's reason ("mx1: ...; mx2: ...").
+std::vector<size_t> requiretls_candidates(const DestinationPolicy& p, const std::map<std::string, std::string>& refused,
+                                          std::string* why);
 
 }  // namespace mxedge::policy

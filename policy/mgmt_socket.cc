@@ -20,7 +20,7 @@
 
 namespace mxedge::mgmt {
 
-namespace v1 = mxedge::mgmt::v1;
+// mxedge::mgmt::v1 (the protocol) is visible here as v1.
 
 std::string Peer::to_string() const {
   return user + " (uid " + std::to_string(uid) + ", pid " + std::to_string(pid) + ")";

@@ -274,6 +274,8 @@ void print_queue(const v1::QueueResponse& q, bool detail) {
               << "held         " << (m.held() ? "yes (mxedgectl queue release " + m.queue_id() + ")" : std::string("no")) << "\n"
               << "attempts     " << m.attempts() << "\n"
               << "next attempt " << (m.next_attempt_ms() > 0 ? iso_time(m.next_attempt_ms() / 1000) : std::string("now / in flight")) << "\n";
+    if (m.requiretls()) std::cout << "tls          REQUIRETLS (RFC 8689: verified TLS to a REQUIRETLS server only)\n";
+    else if (m.tls_required_no()) std::cout << "tls          TLS-Required: No (DANE / MTA-STS failures ignored)\n";
     if (!m.last_error().empty()) std::cout << "last error   " << m.last_error() << "\n";
     for (const auto& r : m.recipients()) std::cout << "recipient    " << r.address() << "  " << r.state() << "\n";
   }
@@ -317,6 +319,78 @@ void print_connectors(const v1::ConnectorResponse& c) {
     std::cout << "\n";
   }
   if (c.recompiled() > 0) std::cout << c.recompiled() << " polic" << (c.recompiled() == 1 ? "y" : "ies") << " recompiled\n";
+}
+
+// ---- tlsrpt ----------------------------------------------------------------------------------------
+
+std::string joined(const google::protobuf::RepeatedPtrField<std::string>& v, const char* sep = ",") {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+void print_tlsrpt_list(const v1::TlsRptResponse& t) {
+  if (t.reports().empty()) {
+    std::cout << "no TLS-RPT reports received\n";
+    return;
+  }
+  std::cout << std::left << std::setw(22) << "RECEIVED" << std::setw(21) << "ORGANIZATION" << std::setw(24) << "POLICY DOMAINS"
+            << std::setw(42) << "DATE RANGE" << std::right << std::setw(10) << "OK" << std::setw(10) << "FAILED" << "  ID\n";
+  for (const auto& r : t.reports()) {
+    const bool rejected = !r.error().empty();
+    std::cout << std::left << std::setw(22) << iso_time(r.received_at()) << std::setw(20)
+              << (rejected ? std::string("(rejected)") : r.organization_name()) << " " << std::setw(23)
+              << (rejected ? (r.report_domain().empty() ? "-" : r.report_domain()) : joined(r.policy_domains())) << " " << std::setw(42)
+              << (rejected ? std::string("-") : r.start_datetime() + ".." + r.end_datetime()) << std::right << std::setw(10)
+              << (rejected ? std::string("-") : std::to_string(r.successful_sessions())) << std::setw(10)
+              << (rejected ? std::string("-") : std::to_string(r.failed_sessions())) << "  " << r.id() << "\n";
+    if (rejected) std::cout << "    error: " << r.error() << (r.from().empty() ? "" : " (from " + r.from() + ")") << "\n";
+  }
+  if (t.total() > static_cast<uint32_t>(t.reports_size()))
+    std::cout << t.reports_size() << " of " << t.total() << " reports shown (--limit)\n";
+}
+
+void print_tlsrpt_report(const v1::TlsRptInboundReport& r) {
+  auto line = [](const char* key, const std::string& value) {
+    if (!value.empty()) std::cout << std::left << std::setw(16) << key << std::right << value << "\n";
+  };
+  line("id", r.id() + " (received " + iso_time(r.received_at()) + " by worker " + std::to_string(r.worker()) + ", " +
+                 std::to_string(r.size()) + " bytes)");
+  line("from", r.from());
+  line("subject", r.subject());
+  line("report domain", r.report_domain());
+  line("submitter", r.submitter());
+  if (!r.error().empty()) {
+    line("REJECTED", r.error());
+    return;
+  }
+  line("organization", r.organization_name());
+  line("report id", r.report_id());
+  line("contact", r.contact_info());
+  line("date range", r.start_datetime() + " to " + r.end_datetime());
+  line("sessions", std::to_string(r.successful_sessions()) + " successful, " + std::to_string(r.failed_sessions()) + " failed");
+  for (int i = 0; i < r.policies_size(); ++i) {
+    const auto& p = r.policies(i);
+    std::cout << "\npolicy " << i + 1 << ": " << p.policy_type() << " " << p.policy_domain() << "\n";
+    for (int k = 0; k < p.policy_strings_size(); ++k)
+      std::cout << "  " << std::left << std::setw(16) << (k == 0 ? "policy-string" : "") << std::right << p.policy_strings(k) << "\n";
+    if (!p.mx_hosts().empty()) std::cout << "  " << std::left << std::setw(16) << "mx-host" << std::right << joined(p.mx_hosts(), ", ") << "\n";
+    std::cout << "  " << std::left << std::setw(16) << "sessions" << std::right << p.successful_sessions() << " successful, "
+              << p.failed_sessions() << " failed\n";
+    for (const auto& f : p.failures()) {
+      std::cout << "  failure         " << f.result_type() << ": " << f.failed_session_count() << " session"
+                << (f.failed_session_count() == 1 ? "" : "s");
+      if (!f.sending_mta_ip().empty()) std::cout << ", sending MTA " << f.sending_mta_ip();
+      if (!f.receiving_mx_hostname().empty() || !f.receiving_ip().empty()) {
+        std::cout << ", receiving MX " << (f.receiving_mx_hostname().empty() ? "-" : f.receiving_mx_hostname());
+        if (!f.receiving_ip().empty()) std::cout << " [" << f.receiving_ip() << "]";
+      }
+      if (!f.receiving_mx_helo().empty()) std::cout << ", HELO " << f.receiving_mx_helo();
+      std::cout << "\n";
+      if (!f.failure_reason_code().empty()) std::cout << "                  reason code " << f.failure_reason_code() << "\n";
+      if (!f.additional_information().empty()) std::cout << "                  see " << f.additional_information() << "\n";
+    }
+  }
 }
 
 volatile sig_atomic_t g_interrupted = 0;
@@ -464,6 +538,98 @@ void add_daemon_commands(CLI::App& app, Ctl& ctl) {
       if (!call(ctl, q, &r)) return;
       if (ctl.json) print_json(r.trace());
       else print_trace(r.trace());
+    });
+  }
+
+  // tlsrpt
+  {
+    auto* group = app.add_subcommand("tlsrpt", "TLS-RPT (RFC 8460): reports other MTAs sent to tlsrpt.inbound.mailboxes "
+                                               "(list, show) and the outcomes this gateway reports on (outcomes)");
+    group->require_subcommand(1);
+    auto* list = group->add_subcommand(
+        "list", "Received reports, newest first: organization, policy domains, date range, sessions ok/failed, id; "
+                "rejected reports with their error. --json: {\"reports\": [TlsRptInboundReport], \"total\"} (mgmt.proto)");
+    auto domain = std::make_shared<std::string>();
+    auto limit = std::make_shared<uint32_t>(100);
+    auto since = std::make_shared<int64_t>(0);
+    list->add_option("--domain", *domain, "Only reports about this policy domain");
+    list->add_option("--limit", *limit, "At most N reports")->capture_default_str();
+    list->add_option("--since", *since, "Only reports received after this Unix time (seconds)");
+    list->callback([&ctl, domain, limit, since] {
+      v1::Request q;
+      auto* t = q.mutable_tlsrpt();
+      t->set_action(v1::TlsRptRequest::LIST);
+      t->set_domain(*domain);
+      t->set_limit(*limit);
+      t->set_since(*since);
+      v1::Response r;
+      if (!call(ctl, q, &r)) return;
+      if (ctl.json) print_json(r.tlsrpt());
+      else print_tlsrpt_list(r.tlsrpt());
+    });
+    auto* show = group->add_subcommand(
+        "show", "One report: the mail's headers, the report's fields, per policy its strings, mx hosts, session counts and "
+                "failure details. --json: {\"reports\": [one TlsRptInboundReport with policies and report_json]}");
+    auto id = std::make_shared<std::string>();
+    show->add_option("id", *id, "The report's id (from tlsrpt list)")->required();
+    show->callback([&ctl, id] {
+      v1::Request q;
+      q.mutable_tlsrpt()->set_action(v1::TlsRptRequest::SHOW);
+      q.mutable_tlsrpt()->set_id(*id);
+      v1::Response r;
+      if (!call(ctl, q, &r)) return;
+      if (ctl.json) print_json(r.tlsrpt());
+      else if (!r.tlsrpt().reports().empty()) print_tlsrpt_report(r.tlsrpt().reports(0));
+    });
+  }
+
+  // tlsrpt outcomes: what the daily reports this gateway sends are made of
+  {
+    auto* group = app.get_subcommand("tlsrpt");
+    auto* outcomes = group->add_subcommand(
+        "outcomes", "The outbound TLS session outcomes recorded for one UTC day (default today), per policy domain and "
+                    "type: what the next daily report to each domain's rua will say. --json: TlsOutcomesResponse (mgmt.proto)");
+    auto date = std::make_shared<std::string>();
+    auto domain = std::make_shared<std::string>();
+    outcomes->add_option("--date", *date, "The UTC day, YYYY-MM-DD (default: today)");
+    outcomes->add_option("--domain", *domain, "Only this policy domain");
+    outcomes->callback([&ctl, date, domain] {
+      int64_t day = static_cast<int64_t>(::time(nullptr));
+      if (!date->empty()) {
+        struct tm tm {};
+        const char* end = ::strptime(date->c_str(), "%Y-%m-%d", &tm);
+        if (end == nullptr || *end != 0) {
+          print_error(ctl, "INVALID_ARGUMENT", "--date: expected YYYY-MM-DD, got '" + *date + "'");
+          ctl.exit_code = kExitUsage;
+          return;
+        }
+        day = static_cast<int64_t>(::timegm(&tm));
+      }
+      v1::Request q;
+      q.mutable_tls_outcomes()->set_day_from(day);
+      q.mutable_tls_outcomes()->set_domain(*domain);
+      v1::Response r;
+      if (!call(ctl, q, &r)) return;
+      if (ctl.json) {
+        print_json(r.tls_outcomes());
+        return;
+      }
+      const auto& rows = r.tls_outcomes().outcomes();
+      if (rows.empty()) {
+        std::cout << "no outbound TLS sessions recorded on " << iso_time(day - (day % 86400)).substr(0, 10) << "\n";
+        return;
+      }
+      std::cout << std::left << std::setw(28) << "POLICY DOMAIN" << std::setw(17) << "TYPE" << std::setw(28) << "RESULT"
+                << std::right << std::setw(9) << "SESSIONS" << "  RECEIVING MX\n";
+      for (const auto& o : rows) {
+        std::cout << std::left << std::setw(27) << o.policy_domain() << " " << std::setw(16) << o.policy_type() << " " << std::setw(27)
+                  << (o.result_type().empty() ? std::string("success") : o.result_type()) << std::right << std::setw(9) << o.sessions();
+        if (!o.receiving_mx_hostname().empty() || !o.receiving_ip().empty())
+          std::cout << "  " << (o.receiving_mx_hostname().empty() ? "-" : o.receiving_mx_hostname())
+                    << (o.receiving_ip().empty() ? "" : " [" + o.receiving_ip() + "]");
+        std::cout << "\n";
+        if (!o.failure_reason_code().empty()) std::cout << "    reason: " << o.failure_reason_code() << "\n";
+      }
     });
   }
 

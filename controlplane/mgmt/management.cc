@@ -137,8 +137,13 @@ v1::Response Management::handle(const v1::Request& request, const mgmt::Peer& pe
     case v1::Request::kTrace:
     case v1::Request::kPrefix:
     case v1::Request::kRateLimit:
+    case v1::Request::kTlsrpt:
+    case v1::Request::kTlsOutcomes:
       r = forward(request);
       break;
+    case v1::Request::kSubmit:
+      // Generated mail is submitted by the control plane itself (TLS-RPT), straight to the data plane.
+      return error_response(v1::Error::INVALID_ARGUMENT, "submit is answered by the data plane only");
     case v1::Request::BODY_NOT_SET:
       return error_response(v1::Error::INVALID_ARGUMENT, "empty request");
   }

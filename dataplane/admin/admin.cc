@@ -9,7 +9,10 @@
 #include <filesystem>
 #include <future>
 
+#include "controlplane/tlsrpt/report.h"
 #include "dataplane/stats/counters.h"
+#include "dataplane/trace/tls_outcomes.h"
+#include "dataplane/trace/tlsrpt_inbound.h"
 #include "dataplane/trace/trace_store.h"
 #include "policy/log.h"
 
@@ -66,6 +69,8 @@ v1::QueueMessage describe(const spool::SpoolEntry& e, unsigned worker) {
   m.set_last_error(e.last_error);
   m.set_client_address(env.client_address());
   m.set_held(e.held);
+  m.set_requiretls(env.requiretls());
+  m.set_tls_required_no(env.tls_required_no() && !env.requiretls());
   for (int i = 0; i < env.recipients_size(); ++i) {
     auto* r = m.add_recipients();
     r->set_address(env.recipients(i).address());
@@ -111,6 +116,9 @@ v1::Response Admin::handle(const v1::Request& request, const mgmt::Peer& peer) {
     case v1::Request::kPrefix: r = prefix(request.prefix()); break;
     case v1::Request::kRateLimit: r = rate_limit(request.rate_limit()); break;
     case v1::Request::kReload: r = reload(); break;
+    case v1::Request::kSubmit: r = submit(request.submit()); break;
+    case v1::Request::kTlsOutcomes: r = tls_outcomes(request.tls_outcomes()); break;
+    case v1::Request::kTlsrpt: r = tlsrpt(request.tlsrpt()); break;
     case v1::Request::BODY_NOT_SET:
       return error_response(v1::Error::INVALID_ARGUMENT, "empty request");
     default:
@@ -119,7 +127,7 @@ v1::Response Admin::handle(const v1::Request& request, const mgmt::Peer& peer) {
   const bool change = request.has_prefix() ? request.prefix().op() != v1::PrefixRequest::LIST
                       : request.has_rate_limit() ? request.rate_limit().set()
                       : request.has_queue() ? request.queue().op() != v1::QueueRequest::LIST && request.queue().op() != v1::QueueRequest::SHOW
-                                            : request.has_reload();
+                                            : request.has_reload() || request.has_submit();
   if (change)
     log::info("mgmt.change").kv("plane", "dataplane").kv("peer", peer.to_string()).kv("request", request.ShortDebugString())
         .kv("result", r.error().code() == v1::Error::OK ? std::string("ok") : r.error().message());
@@ -463,6 +471,191 @@ v1::Response Admin::reload() {
   if (!ok) {
     r.mutable_error()->set_code(v1::Error::FAILED);
     r.mutable_error()->set_message("data plane reload rejected: " + detail);
+  }
+  return r;
+}
+
+// A message the gateway generates (TLS-RPT reports): spooled on one worker like a received message
+// (the same group commit and fsync), then delivered by the outbound path. Answered after it is durable.
+v1::Response Admin::submit(const v1::SubmitRequest& req) {
+  const auto runtime = deps_.runtime();
+  const auto& cfg = runtime->config;
+  if (!cfg.outbound().enabled() || deps_.workers.empty())
+    return error_response(v1::Error::UNAVAILABLE, "outbound delivery is off (outbound.enabled): generated mail cannot be sent");
+  if (req.recipients_size() == 0) return error_response(v1::Error::INVALID_ARGUMENT, "submit: no recipients");
+  if (req.recipients_size() > static_cast<int>(cfg.limits().recipients_per_message()))
+    return error_response(v1::Error::INVALID_ARGUMENT, "submit: more recipients than limits.recipients_per_message");
+  for (const auto& rc : req.recipients())
+    if (rc.find('@') == std::string::npos || rc.find_first_of("<> \r\n") != std::string::npos)
+      return error_response(v1::Error::INVALID_ARGUMENT, "submit: invalid recipient '" + rc + "'");
+  if (req.mail_from().find_first_of("<> \r\n") != std::string::npos)
+    return error_response(v1::Error::INVALID_ARGUMENT, "submit: invalid sender '" + req.mail_from() + "'");
+  const std::string& msg = req.message();
+  if (msg.empty() || msg.size() > cfg.limits().message_size())
+    return error_response(v1::Error::INVALID_ARGUMENT, "submit: the message is empty or larger than limits.message_size");
+  // The spool holds canonical bodies: CRLF line endings, no bare CR or LF, ending in CRLF.
+  for (size_t i = 0; i < msg.size(); ++i) {
+    if ((msg[i] == '\r' && (i + 1 >= msg.size() || msg[i + 1] != '\n')) || (msg[i] == '\n' && (i == 0 || msg[i - 1] != '\r')))
+      return error_response(v1::Error::INVALID_ARGUMENT, "submit: the message has a bare CR or LF (CRLF line endings are required)");
+  }
+  if (!msg.ends_with("\r\n")) return error_response(v1::Error::INVALID_ARGUMENT, "submit: the message must end with CRLF");
+
+  worker::Worker& w = *deps_.workers[next_submit_worker_.fetch_add(1) % deps_.workers.size()];
+  struct Outcome {
+    std::string queue_id;
+    smtp::CommitStatus status = smtp::CommitStatus::kError;
+    bool no_room = false;
+  };
+  auto promise = std::make_shared<std::promise<Outcome>>();
+  std::future<Outcome> done = promise->get_future();
+  smtp::Envelope env;
+  env.mail_from = req.mail_from();
+  for (const auto& rc : req.recipients()) env.recipients.push_back(smtp::Recipient{rc, 0, {}});
+  env.client_address = "local";
+  env.helo = "mxedge-" + (req.origin().empty() ? std::string("submit") : req.origin());
+  env.listener = "submit";
+  env.size = msg.size();
+  env.outbound = true;
+  env.tlsrpt_exempt = req.tlsrpt_exempt();
+  w.loop().post([&w, env = std::move(env), msg, promise]() mutable {
+    if (!w.spool().has_room()) {
+      promise->set_value(Outcome{{}, smtp::CommitStatus::kNoSpace, true});
+      return;
+    }
+    env.queue_id = w.spool().new_queue_id();
+    smtp::ServerSession::Message m;
+    m.body = w.spool().open_body(env.queue_id);
+    m.body->append(msg);
+    m.envelope = std::move(env);
+    const std::string qid = m.envelope.queue_id;
+    // Committed with the worker's next group commit, at the end of this loop turn.
+    w.spool().stage(std::move(m), [promise, qid](smtp::CommitStatus st) { promise->set_value(Outcome{qid, st, false}); });
+  });
+  if (done.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+    return error_response(v1::Error::UNAVAILABLE, "the worker did not take the message in time (stopping or overloaded)");
+  const Outcome o = done.get();
+  if (o.status != smtp::CommitStatus::kOk) {
+    const std::string why = o.status == smtp::CommitStatus::kNoSpace ? "the spool is out of space" : "the spool could not write it";
+    log::error("submit.failed").kv("origin", req.origin()).kv("reason", why);
+    return error_response(v1::Error::FAILED, "submit: " + why);
+  }
+  log::info("submit.queued").kv("qid", o.queue_id).kv("origin", req.origin()).kv("from", req.mail_from())
+      .kv("rcpts", static_cast<int64_t>(req.recipients_size())).kv("size", static_cast<uint64_t>(msg.size()))
+      .kv("tlsrpt_exempt", req.tlsrpt_exempt());
+  v1::Response r;
+  r.mutable_submit()->set_queue_id(o.queue_id);
+  return r;
+}
+
+v1::Response Admin::tls_outcomes(const v1::TlsOutcomesRequest& req) {
+  const auto runtime = deps_.runtime();
+  const std::string dir = runtime->config.spool().directory();
+  const int64_t from = trace::TlsOutcomeStore::utc_day(req.day_from());
+  const int64_t to = req.day_to() == 0 ? from : trace::TlsOutcomeStore::utc_day(req.day_to());
+  if (to < from) return error_response(v1::Error::INVALID_ARGUMENT, "tls_outcomes: day_to is before day_from");
+  if (to - from > 31 * 86400) return error_response(v1::Error::INVALID_ARGUMENT, "tls_outcomes: at most 31 days at once");
+  std::string error;
+  const auto rows = trace::TlsOutcomeStore::query(trace::TlsOutcomeStore::databases(dir), from, to, &error);
+  if (!error.empty()) return error_response(v1::Error::FAILED, "tls_outcomes: " + error);
+  const std::string domain = lower(req.domain());
+  v1::Response r;
+  auto* out = r.mutable_tls_outcomes();
+  auto split = [](const std::string& text, google::protobuf::RepeatedPtrField<std::string>* into) {
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t nl = text.find('\n', pos);
+      if (nl == std::string::npos) nl = text.size();
+      if (nl > pos) *into->Add() = text.substr(pos, nl - pos);
+      pos = nl + 1;
+    }
+  };
+  for (const auto& o : rows) {
+    if (!domain.empty() && o.policy_domain != domain) continue;
+    auto* t = out->add_outcomes();
+    t->set_day(o.day);
+    t->set_policy_type(o.policy_type);
+    t->set_policy_domain(o.policy_domain);
+    t->set_policy_id(o.policy_id);
+    split(o.policy_strings, t->mutable_policy_strings());
+    split(o.mx_hosts, t->mutable_mx_hosts());
+    t->set_result_type(o.result_type);
+    t->set_sending_mta_ip(o.sending_mta_ip);
+    t->set_receiving_mx_hostname(o.receiving_mx_hostname);
+    t->set_receiving_ip(o.receiving_ip);
+    t->set_failure_reason_code(o.failure_reason_code);
+    t->set_sessions(o.sessions);
+  }
+  return r;
+}
+
+// Inbound TLS-RPT reports: read from every worker's store (dataplane/trace/tlsrpt_inbound); show
+// parses the stored canonical JSON again for the per-policy view.
+v1::Response Admin::tlsrpt(const v1::TlsRptRequest& req) {
+  auto rt = deps_.runtime();
+  if (rt->config.tlsrpt().inbound().mailboxes().empty())
+    return error_response(v1::Error::UNAVAILABLE,
+                          "inbound TLS-RPT reports are off: list the organisation's reporting mailboxes (the rua=mailto: "
+                          "addresses of its _smtp._tls records) in tlsrpt.inbound.mailboxes and reload");
+  const bool show = req.action() == v1::TlsRptRequest::SHOW;
+  if (show && req.id().empty()) return error_response(v1::Error::INVALID_ARGUMENT, "tlsrpt show needs a report id");
+  trace::InboundQuery q;
+  q.id = req.id();
+  q.domain = req.domain();
+  q.since = req.since();
+  q.limit = req.limit() == 0 ? 100 : req.limit();
+  q.with_json = show;
+  size_t total = 0;
+  std::string error;
+  auto rows = trace::TlsRptInboundStore::query(trace::TlsRptInboundStore::databases(rt->config.spool().directory()), q, &total, &error);
+  if (!error.empty()) return error_response(v1::Error::FAILED, "tlsrpt: " + error);
+  if (show && rows.empty()) return error_response(v1::Error::NOT_FOUND, "no received TLS-RPT report " + req.id());
+  v1::Response r;
+  auto* out = r.mutable_tlsrpt();
+  out->set_total(static_cast<uint32_t>(total));
+  for (const auto& row : rows) {
+    auto* t = out->add_reports();
+    t->set_id(row.id);
+    t->set_received_at(row.received);
+    t->set_worker(row.worker);
+    t->set_size(row.size);
+    t->set_from(row.from);
+    t->set_subject(row.subject);
+    t->set_report_domain(row.report_domain);
+    t->set_submitter(row.submitter);
+    t->set_organization_name(row.organization);
+    t->set_report_id(row.report_id);
+    t->set_contact_info(row.contact_info);
+    t->set_start_datetime(row.start_datetime);
+    t->set_end_datetime(row.end_datetime);
+    for (const auto& d : row.policy_domains) t->add_policy_domains(d);
+    t->set_successful_sessions(row.successes);
+    t->set_failed_sessions(row.failures);
+    t->set_error(row.error);
+    if (!show || row.report_json.empty()) continue;
+    t->set_report_json(row.report_json);
+    std::string why;
+    const auto rep = tlsrpt::parse_json(row.report_json, &why);
+    if (!rep) continue;  // stored by to_json, so it parses; a damaged row still shows its summary
+    for (const auto& p : rep->policies) {
+      auto* pp = t->add_policies();
+      pp->set_policy_type(std::string(tlsrpt::to_string(p.policy.policy_type)));
+      pp->set_policy_domain(p.policy.policy_domain);
+      for (const auto& ps : p.policy.policy_string) pp->add_policy_strings(ps);
+      for (const auto& mx : p.policy.mx_host) pp->add_mx_hosts(mx);
+      pp->set_successful_sessions(p.summary.total_successful_session_count);
+      pp->set_failed_sessions(p.summary.total_failure_session_count);
+      for (const auto& f : p.failure_details) {
+        auto* ff = pp->add_failures();
+        ff->set_result_type(f.result_type);
+        ff->set_sending_mta_ip(f.sending_mta_ip);
+        ff->set_receiving_mx_hostname(f.receiving_mx_hostname);
+        ff->set_receiving_mx_helo(f.receiving_mx_helo);
+        ff->set_receiving_ip(f.receiving_ip);
+        ff->set_failed_session_count(f.failed_session_count);
+        ff->set_additional_information(f.additional_information);
+        ff->set_failure_reason_code(f.failure_reason_code);
+      }
+    }
   }
   return r;
 }

@@ -9,6 +9,7 @@
 // as SIGHUP, serialised with it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -51,8 +52,12 @@ class Admin {
   mxedge::mgmt::v1::Response prefix(const mxedge::mgmt::v1::PrefixRequest& r);
   mxedge::mgmt::v1::Response rate_limit(const mxedge::mgmt::v1::RateLimitRequest& r);
   mxedge::mgmt::v1::Response reload();
+  mxedge::mgmt::v1::Response submit(const mxedge::mgmt::v1::SubmitRequest& r);
+  mxedge::mgmt::v1::Response tls_outcomes(const mxedge::mgmt::v1::TlsOutcomesRequest& r);
+  mxedge::mgmt::v1::Response tlsrpt(const mxedge::mgmt::v1::TlsRptRequest& r);
 
   AdminDeps deps_;
+  std::atomic<unsigned> next_submit_worker_{0};
 };
 
 }  // namespace mxedge::dataplane

@@ -143,7 +143,10 @@ std::string build_dsn(const mxedge::spool::v1::Envelope& env, DsnKind kind, cons
 }
 
 std::string returned_content(spool::Spool& spool, const spool::SpoolEntry& entry, uint64_t full_limit, bool* headers_only) {
-  const bool hdrs = entry.envelope.ret() == mxedge::spool::v1::DSN_RET_HDRS || entry.envelope.size() > full_limit;
+  // RFC 8689 5: a notice about a REQUIRETLS message returns its header only, as with RET=HDRS (the
+  // notice may travel where the message was not allowed to).
+  const bool hdrs = entry.envelope.ret() == mxedge::spool::v1::DSN_RET_HDRS || entry.envelope.size() > full_limit ||
+                    entry.envelope.requiretls();
   std::string out, chunk;
   uint64_t off = 0;
   while (off <= full_limit) {

@@ -5,7 +5,8 @@
 //
 // Rules: never a notice about a message from <> (no bounce of a bounce); a recipient with NOTIFY=NEVER
 // gets none; with NOTIFY given, failures only with FAILURE and delays only with DELAY; without NOTIFY,
-// failures are reported and delays are not. RET=HDRS (and bodies over 1 MiB) return the header only;
+// failures are reported and delays are not. RET=HDRS, REQUIRETLS (RFC 8689 5) and bodies over 1 MiB return
+// the header only;
 // otherwise the whole message (RET=FULL is the default, as in Postfix). ENVID and ORCPT are returned.
 #pragma once
 

@@ -18,6 +18,18 @@ int64_t wall_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// RFC 8689 4.2.1: REQUIRETLS binds the sending MTA only for a non-null return-path.
+bool requiretls_job(const relay::Job& j) {
+  return j.entry != nullptr && j.entry->envelope.requiretls() && !j.entry->envelope.mail_from().empty();
+}
+
+// RFC 8689 5: "TLS-Required: No" (ignored when REQUIRETLS was given).
+bool tls_required_no_job(const relay::Job& j) {
+  return j.entry != nullptr && j.entry->envelope.tls_required_no() && !j.entry->envelope.requiretls();
+}
+
+bool tls_demanded(const policy::HostPolicy& h) { return !(h.tls == policy::TlsRequirement::kMay && h.cleartext_allowed); }
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -55,10 +67,13 @@ void Destination::kick() {
       if (st.ok && !st.failed) healthy = c;
     }
     if (healthy == nullptr) return;
-    const size_t at = conns_.at(const_cast<relay::RelayConnection*>(healthy)).attempt;
+    const Conn& hs = conns_.at(const_cast<relay::RelayConnection*>(healthy));
+    const size_t at = hs.attempt;
     size_t starting = 0;
     for (const auto& [c, st] : conns_) starting += st.ok ? 0 : 1;
-    while (!ready_.empty() && starting < ready_.size() && connections_.size() < out_.runtime().outbound.connections_per_destination) {
+    // Only the jobs that host may carry (a REQUIRETLS job it refused waits for another round).
+    const size_t waiting = static_cast<size_t>(std::count_if(ready_.begin(), ready_.end(), [&](const relay::Job& j) { return carries(hs, j); }));
+    while (!ready_.empty() && starting < waiting && connections_.size() < out_.runtime().outbound.connections_per_destination) {
       start_connection(at);
       ++starting;
     }
@@ -100,11 +115,101 @@ void Destination::kick() {
     policy_ = p;
     plan_attempts();
   }
+  fail_unroutable_requiretls();
+  if (ready_.empty()) return;
   if (attempts_.empty()) {
     defer_all("the policy for " + domain_ + " lists no usable address", "4.4.4");
     return;
   }
+  skip_useless_attempts();
+  if (attempt_ >= attempts_.size()) {
+    attempts_.clear();
+    defer_all("no address of an MX host of " + domain_ + " that may carry these messages", "4.4.4");
+    return;
+  }
   start_connection(attempt_);
+}
+
+bool Destination::carries(const Conn& st, const relay::Job& job) const {
+  if (requiretls_job(job)) {
+    if (st.relaxed || !policy_ || st.attempt >= attempts_.size()) return false;
+    const policy::HostPolicy& h = host_of(st);
+    if (!policy::requiretls_host_refusal(*policy_, h).empty()) return false;
+    auto d = job.entry->requiretls_refused.find(domain_);
+    return d == job.entry->requiretls_refused.end() || d->second.find(h.name) == d->second.end();
+  }
+  if (st.relaxed) return tls_required_no_job(job);
+  return true;
+}
+
+void Destination::skip_useless_attempts() {
+  while (attempt_ < attempts_.size()) {
+    Conn probe;
+    probe.attempt = attempt_;
+    if (std::any_of(ready_.begin(), ready_.end(), [&](const relay::Job& j) { return carries(probe, j); })) return;
+    ++attempt_;
+  }
+}
+
+void Destination::fail_unroutable_requiretls() {
+  if (!policy_) return;
+  std::vector<std::pair<relay::Job, std::string>> doomed;
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    std::string why;
+    if (requiretls_job(*it) && policy::requiretls_candidates(*policy_, it->entry->requiretls_refused[domain_], &why).empty()) {
+      doomed.emplace_back(std::move(*it), why);
+      it = ready_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [job, why] : doomed) {
+    log::warning("delivery.requiretls_failed").kv("worker", worker_index()).kv("qid", job.entry->envelope.queue_id())
+        .kv("domain", domain_).kv("reason", why);
+    fail_job(std::move(job), "550 5.7.30 REQUIRETLS support required: " + why);
+  }
+}
+
+// RFC 8689 4.2.1, the parts only a session shows: the peer authenticated by its requirement
+// (DANE, WebPKI, or the MTA-STS testing check). The version, the advertisement and a TLS session at
+// all are the connection's checks.
+std::string Destination::requiretls_refusal(relay::RelayConnection* c, SSL*) {
+  const Conn& st = conn(c);
+  const policy::HostPolicy& h = host_of(st);
+  if (std::string r = policy::requiretls_host_refusal(*policy_, h); !r.empty()) return r;
+  if (st.relaxed || !st.tls.verified)
+    return "no verified TLS with " + h.name + (st.tls.failure.empty() ? "" : " (" + st.tls.failure + ")");
+  return {};
+}
+
+bool Destination::requiretls_refused(relay::RelayConnection* c, const relay::Job& job, const std::string& reason) {
+  const Conn& st = conn(c);
+  const policy::HostPolicy& h = host_of(st);
+  job.entry->requiretls_refused[domain_][h.name] = reason;
+  {
+    auto te = event("requiretls_refused", &job, &st);
+    te.detail = "5.7.30 " + reason;
+    out_.trace(std::move(te));
+  }
+  std::string why;
+  if (policy::requiretls_candidates(*policy_, job.entry->requiretls_refused[domain_], &why).empty()) {
+    log::warning("delivery.requiretls_failed").kv("worker", worker_index()).kv("qid", job.entry->envelope.queue_id())
+        .kv("domain", domain_).kv("reason", why);
+    fail_job(job, "550 5.7.30 REQUIRETLS support required: " + why);
+  } else {
+    ready_.push_front(job);  // another MX host first (RFC 8689 4.2.1); this connection skips it
+  }
+  return true;
+}
+
+void Destination::relax(relay::RelayConnection* c, const std::string& reason) {
+  Conn& st = conn(c);
+  const policy::HostPolicy& h = host_of(st);
+  hop_failed(c, reason);  // a failure of this host for every other message
+  st.relaxed = true;
+  st.relaxed_reason = reason;
+  log::warning("delivery.tls_required_no").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name)
+      .kv("requirement", policy::to_string(h.tls)).kv("ignored", reason);
 }
 
 void Destination::plan_attempts() {
@@ -129,7 +234,11 @@ void Destination::plan_attempts() {
 void Destination::start_connection(size_t attempt) {
   connections_.push_back(std::make_unique<relay::RelayConnection>(*this));
   relay::RelayConnection* c = connections_.back().get();
-  conns_[c] = Conn{attempt, false, false, {}};
+  Conn st;
+  st.attempt = attempt;
+  // "TLS-Required: No" messages waiting: a host that demands TLS may still take them in cleartext.
+  st.tls_optional = tls_demanded(host_of(st)) && std::any_of(ready_.begin(), ready_.end(), tls_required_no_job);
+  conns_[c] = std::move(st);
   c->start();
 }
 
@@ -144,7 +253,9 @@ relay::ConnectTarget Destination::target(relay::RelayConnection* c) {
 }
 
 relay::TlsNeed Destination::tls_need(relay::RelayConnection* c) const {
-  const policy::HostPolicy& h = host_of(conns_.at(c));
+  const Conn& st = conns_.at(c);
+  const policy::HostPolicy& h = host_of(st);
+  if (st.tls_optional) return relay::TlsNeed::kOpportunistic;
   if (h.tls == policy::TlsRequirement::kMay) return h.cleartext_allowed ? relay::TlsNeed::kOpportunistic : relay::TlsNeed::kRequired;
   return relay::TlsNeed::kRequired;
 }
@@ -155,19 +266,27 @@ std::string Destination::accept_tls(relay::RelayConnection* c, SSL* ssl) {
   Conn& st = conn(c);
   const policy::HostPolicy& h = host_of(st);
   st.tls = out_.tls().check(ssl, h);
+  st.tls_up = true;
   if (st.tls.satisfied) {
     // TLS-RPT: a successful session under this host's policy; an MTA-STS testing failure is also
     // reported (as a failure of the sts policy) although the message goes ahead (RFC 8461 §5).
-    out_.record_outcome(outcome(&h, ""));
+    record_outcome(outcome(&h, ""));
     if (st.tls.sts_testing_failed) {
       trace::TlsOutcome f = outcome(&h, st.tls.result_type.empty() ? "sts-webpki-invalid" : st.tls.result_type, c);
       f.policy_type = "sts";
-      out_.record_outcome(f);
+      record_outcome(f);
     }
   }
   if (!st.tls.satisfied) {
-    return "TLS with " + h.name + " does not satisfy the " + std::string(policy::to_string(h.tls)) + " requirement: " +
-           st.tls.failure + (st.tls.result_type.empty() ? "" : " (" + st.tls.result_type + ")");
+    std::string why = "TLS with " + h.name + " does not satisfy the " + std::string(policy::to_string(h.tls)) + " requirement: " +
+                      st.tls.failure + (st.tls.result_type.empty() ? "" : " (" + st.tls.result_type + ")");
+    // RFC 8689 5: messages with "TLS-Required: No" go ahead over this session anyway; for every
+    // other message the host has failed.
+    if (std::any_of(ready_.begin(), ready_.end(), tls_required_no_job)) {
+      relax(c, why);
+      return {};
+    }
+    return why;
   }
   if (st.tls.sts_testing_failed) {
     log::warning("delivery.sts_testing_failure").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name)
@@ -176,11 +295,29 @@ std::string Destination::accept_tls(relay::RelayConnection* c, SSL* ssl) {
   return {};
 }
 
-bool Destination::next_job(relay::RelayConnection*, relay::Job* job) {
+bool Destination::next_job(relay::RelayConnection* c, relay::Job* job) {
   if (out_.stopping() || ready_.empty()) return false;
-  *job = std::move(ready_.front());
-  ready_.pop_front();
+  const Conn& st = conn(c);
+  auto it = std::find_if(ready_.begin(), ready_.end(), [&](const relay::Job& j) { return carries(st, j); });
+  if (it == ready_.end()) return false;
+  *job = std::move(*it);
+  ready_.erase(it);
+  last_job_exempt_ = job->entry != nullptr && job->entry->envelope.tlsrpt_exempt();
   return true;
+}
+
+// TLS-RPT reports are not themselves reported on (RFC 8460 3): a session is left out of the outcome
+// store when it is carrying report mail only — every job waiting for it is a report (or, with none
+// waiting, the last one taken was).
+bool Destination::tlsrpt_exempt() const {
+  if (ready_.empty()) return last_job_exempt_;
+  for (const auto& j : ready_)
+    if (j.entry == nullptr || !j.entry->envelope.tlsrpt_exempt()) return false;
+  return true;
+}
+
+void Destination::record_outcome(const trace::TlsOutcome& o) {
+  if (!tlsrpt_exempt()) out_.record_outcome(o);
 }
 
 trace::TlsOutcome Destination::outcome(const policy::HostPolicy* h, const std::string& result_type,
@@ -200,6 +337,12 @@ trace::TlsOutcome Destination::outcome(const policy::HostPolicy* h, const std::s
     o.policy_type = "sts";
     o.policy_id = policy_->sts_id;
     for (const auto& m : policy_->sts_mx) o.mx_hosts += (o.mx_hosts.empty() ? "" : "\n") + m;
+    // The report's policy-string (RFC 8460 4.4) is the policy's lines; max_age is not pushed to the
+    // data plane, so the report sender adds it from the control plane's policy cache.
+    if (policy_->sts == "enforce" || policy_->sts == "testing" || policy_->sts == "none") {
+      o.policy_strings = "version: STSv1\nmode: " + policy_->sts;
+      for (const auto& m : policy_->sts_mx) o.policy_strings += "\nmx: " + m;
+    }
   } else {
     o.policy_type = sts ? "sts" : "no-policy-found";
   }
@@ -313,7 +456,8 @@ void Destination::defer_all(const std::string& reason, const std::string& status
     ready_.pop_front();
     // A policy that stops delivery before any session (bogus DNSSEC, MTA-STS fetch failure under
     // mandatory): TLS-RPT counts one failed session per deferral.
-    if (policy_ && policy_->verdict == policy::PolicyVerdict::kDefer && !policy_->result_type.empty())
+    if (policy_ && policy_->verdict == policy::PolicyVerdict::kDefer && !policy_->result_type.empty() &&
+        !(j.entry != nullptr && j.entry->envelope.tlsrpt_exempt()))
       out_.record_outcome(outcome(nullptr, policy_->result_type));
     backoff(std::move(j), why);
   }
@@ -323,17 +467,22 @@ void Destination::fail_all(const std::string& reply) {
   while (!ready_.empty()) {
     relay::Job j = std::move(ready_.front());
     ready_.pop_front();
-    std::vector<mxedge::spool::v1::RecipientResult> results;
-    for (uint32_t i : j.rcpts) {
-      mxedge::spool::v1::RecipientResult rr;
-      rr.set_index(i);
-      rr.set_outcome(mxedge::spool::v1::RECIPIENT_OUTCOME_FAILED);
-      rr.set_reply(reply);
-      results.push_back(rr);
-    }
-    report(nullptr, j, results, domain_, nullptr, reply);
-    spool().settle(j.entry, results);  // may destroy the entry
+    fail_job(std::move(j), reply);
   }
+}
+
+void Destination::fail_job(relay::Job j, const std::string& reply) {
+  std::vector<mxedge::spool::v1::RecipientResult> results;
+  for (uint32_t i : j.rcpts) {
+    mxedge::spool::v1::RecipientResult rr;
+    rr.set_index(i);
+    rr.set_outcome(mxedge::spool::v1::RECIPIENT_OUTCOME_FAILED);
+    rr.set_reply(reply);
+    results.push_back(rr);
+  }
+  j.entry->requiretls_refused.erase(domain_);
+  report(nullptr, j, results, domain_, nullptr, reply);
+  spool().settle(j.entry, results);  // may destroy the entry
 }
 
 void Destination::report(relay::RelayConnection* c, const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled,
@@ -375,6 +524,9 @@ void Destination::report(relay::RelayConnection* c, const relay::Job& job, const
     if (st.tls.dane_usage >= 0) line.kv("dane_usage", st.tls.dane_usage).kv("dane_depth", st.tls.match_depth);
     if (st.tls.resumed) line.kv("resumed", true);
   }
+  if (env.requiretls()) line.kv("requiretls", 1);
+  if (tls_required_no_job(job)) line.kv("tls_required_no", 1);
+  if (st.relaxed) line.kv("policy_ignored", st.relaxed_reason);  // RFC 8689 5: delivered despite it
   line.kv("dane_mode", policy::to_string(policy_->dane_mode)).kv("mta_sts_mode", policy::to_string(policy_->sts_mode))
       .kv("dnssec", policy_->dnssec).kv("mta_sts", policy_->sts).kv("delay_ms", (wall_us() - env.received_at_us()) / 1000)
       .kv("reply", reply);
@@ -388,11 +540,15 @@ void Destination::report(relay::RelayConnection* c, const relay::Job& job, const
     te.tls_version = "none";
     te.verification = "none";
   }
-  te.detail = reply;
+  te.detail = st.relaxed ? "TLS-Required: No, policy failure ignored (" + st.relaxed_reason + "); " + reply : reply;
   out_.trace(std::move(te));
 }
 
 void Destination::hop_ok(relay::RelayConnection* c) {
+  Conn& st = conn(c);
+  // Opportunistic only for "TLS-Required: No" messages: without TLS the host failed for the rest.
+  if (st.tls_optional && !st.tls_up && !st.relaxed && tls_demanded(host_of(st)))
+    relax(c, host_of(st).name + " session without TLS, which is required (starttls-not-supported)");
   conn(c).ok = true;
   kick();  // more connections to this host while jobs wait
 }
@@ -409,7 +565,7 @@ void Destination::hop_failed(relay::RelayConnection* c, const std::string& reaso
   log::warning("delivery.attempt_failed").kv("worker", worker_index()).kv("domain", domain_).kv("host", h.name).kv("address", addr)
       .kv("requirement", policy::to_string(h.tls)).kv("reason", reason).kv("result_type", type);
   // A TLS failure (not a refused connection or a 4xx greeting): TLS-RPT counts it.
-  if (!type.empty()) out_.record_outcome(outcome(&h, type, c));
+  if (!type.empty()) record_outcome(outcome(&h, type, c));
   last_result_type_ = type;
   auto te = event("attempt_failed", nullptr, &st);
   te.result_type = type;
@@ -431,6 +587,7 @@ void Destination::connection_closed(relay::RelayConnection* c) {
   if (out_.stopping()) return;
   if (st.failed) {
     if (!connections_.empty()) return;  // others still work this round
+    if (!ready_.empty()) skip_useless_attempts();
     if (attempt_ < attempts_.size()) {
       if (!ready_.empty()) start_connection(attempt_);  // the next host or address
       return;

@@ -80,6 +80,8 @@ class Destination final : public relay::ConnectionOwner {
   relay::TlsNeed tls_need(relay::RelayConnection* c) const override;
   SSL* new_ssl(relay::RelayConnection* c, std::string* error) override;
   std::string accept_tls(relay::RelayConnection* c, SSL* ssl) override;
+  std::string requiretls_refusal(relay::RelayConnection* c, SSL* ssl) override;
+  bool requiretls_refused(relay::RelayConnection* c, const relay::Job& job, const std::string& reason) override;
   bool next_job(relay::RelayConnection* c, relay::Job* job) override;
   void defer(relay::RelayConnection* c, const relay::Job& job, const std::string& reason) override;
   void report(relay::RelayConnection* c, const relay::Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled,
@@ -99,7 +101,23 @@ class Destination final : public relay::ConnectionOwner {
     bool ok = false;      // reached the point of sending mail
     bool failed = false;  // failed as a host failure
     tls::VerifyOutcome tls;
+    // RFC 8689 5 ("TLS-Required: No"): a connection whose host failed its DANE / MTA-STS requirement
+    // (or offered no STARTTLS) but stays open for messages with that header only (`relaxed`, and
+    // why); `tls_optional`: started while such messages waited, so STARTTLS is opportunistic.
+    bool relaxed = false;
+    bool tls_optional = false;
+    bool tls_up = false;
+    std::string relaxed_reason;
   };
+  // May a connection in state `st` (its host; relaxed or not) carry `job`? REQUIRETLS jobs only to a
+  // host that has not refused them and may qualify; a relaxed connection only "TLS-Required: No" jobs.
+  bool carries(const Conn& st, const relay::Job& job) const;
+  // Moves attempt_ past hosts that no waiting job may use (REQUIRETLS jobs refused everywhere else).
+  void skip_useless_attempts();
+  // Fails (5.7.30) the waiting REQUIRETLS jobs no host of the policy may carry any more.
+  void fail_unroutable_requiretls();
+  void fail_job(relay::Job job, const std::string& reply);
+  void relax(relay::RelayConnection* c, const std::string& reason);
   trace::TraceEvent event(const char* what, const relay::Job* job, const Conn* c) const;
   // A TLS-RPT outcome under host `h`'s policy (null: a policy failure before any session); a failure
   // on connection `c` also names the addresses and the verifier's reason.
@@ -115,6 +133,9 @@ class Destination final : public relay::ConnectionOwner {
   Outbound& out_;
   std::string domain_;
   std::deque<relay::Job> ready_;
+  bool last_job_exempt_ = false;  // the last job a connection took was a TLS-RPT report
+  bool tlsrpt_exempt() const;
+  void record_outcome(const trace::TlsOutcome& o);
   std::multimap<int64_t, relay::Job> deferred_;
   std::shared_ptr<const policy::DestinationPolicy> policy_;  // the policy of the current round
   std::vector<Attempt> attempts_;

@@ -58,6 +58,15 @@ class ConnectionOwner {
   // then closes as a failure of this host).
   virtual std::string accept_tls(RelayConnection* c, SSL* ssl) = 0;
 
+  // RFC 8689 (a REQUIRETLS message with a non-null return-path, on a TLS 1.2+ session): empty when
+  // this connection's peer satisfies the owner's part of the requirements (a verified certificate;
+  // an MX found through DNSSEC or MTA-STS), otherwise which one failed.
+  virtual std::string requiretls_refusal(RelayConnection* c, SSL* ssl) = 0;
+  // The connection cannot carry `job` (a REQUIRETLS message) for `reason`. True: the owner took the
+  // job back (to try it on another host, or it failed it itself); false: the connection fails its
+  // recipients with 5.7.30.
+  virtual bool requiretls_refused(RelayConnection* c, const Job& job, const std::string& reason) = 0;
+
   // A job for an idle connection; false when there is none.
   virtual bool next_job(RelayConnection* c, Job* job) = 0;
   // Some of the job's recipients stay pending: retry later.

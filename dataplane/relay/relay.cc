@@ -109,6 +109,16 @@ SSL* Relay::new_ssl(RelayConnection*, std::string* error) {
   return ssl;
 }
 
+// RFC 8689 4.2.1 for the configured next hop: its certificate must have been verified against
+// next_hop.verify_name (tls: verify; the handshake fails otherwise).
+std::string Relay::requiretls_refusal(RelayConnection*, SSL* ssl) {
+  if (runtime_->relay.tls != config::v1::NEXT_HOP_TLS_VERIFY)
+    return "no verified TLS with the next hop " + runtime_->relay.host + " (next_hop.tls is not verify)";
+  if (ssl == nullptr || SSL_get_verify_result(ssl) != X509_V_OK || SSL_get0_peer_certificate(ssl) == nullptr)
+    return "no verified TLS with the next hop " + runtime_->relay.host;
+  return {};
+}
+
 bool Relay::next_job(RelayConnection*, Job* job) {
   if (stopping_ || ready_.empty()) return false;
   job->entry = ready_.front();

@@ -54,6 +54,9 @@ class Relay final : public ConnectionOwner {
   TlsNeed tls_need(RelayConnection*) const override;
   SSL* new_ssl(RelayConnection*, std::string* error) override;
   std::string accept_tls(RelayConnection*, SSL*) override { return {}; }  // NEXT_HOP_TLS_VERIFY fails inside the handshake
+  std::string requiretls_refusal(RelayConnection*, SSL* ssl) override;
+  // The next hop is the only one: a refused REQUIRETLS message fails (5.7.30) on the connection.
+  bool requiretls_refused(RelayConnection*, const Job&, const std::string&) override { return false; }
   bool next_job(RelayConnection*, Job* job) override;
   void defer(RelayConnection*, const Job& job, const std::string& reason) override;  // transient failure
   void report(RelayConnection*, const Job& job, const std::vector<mxedge::spool::v1::RecipientResult>& settled, const std::string& peer, SSL* ssl,

@@ -366,6 +366,38 @@ void RelayConnection::begin_transaction(Job job) {
     if (dsn && !r.orcpt().empty()) cmd += " ORCPT=" + r.orcpt();
     rcpt_commands_.push_back(cmd + "\r\n");
   }
+  // RFC 8689 4.2.1: a REQUIRETLS message (with a non-null return-path; bounces are exempt) leaves only
+  // over TLS 1.2+ to a verified peer that advertises REQUIRETLS (in the EHLO after STARTTLS; ehlo_
+  // is that one whenever ssl_ is set).
+  if (env.requiretls() && !env.mail_from().empty()) {
+    std::string why;
+    if (ssl_ == nullptr) why = "no TLS session with " + peer_;
+    else if (SSL_version(ssl_) < TLS1_2_VERSION) why = "TLS version below 1.2 (" + std::string(SSL_get_version(ssl_)) + ") with " + peer_;
+    else if (std::string r = relay_.requiretls_refusal(this, ssl_); !r.empty()) why = r;
+    else if (!smtp::ehlo_has(ehlo_, "REQUIRETLS")) why = peer_ + " does not advertise REQUIRETLS";
+    if (!why.empty()) {
+      log::info("relay.requiretls_refused").kv("worker", relay_.worker_index()).kv("qid", env.queue_id()).kv("peer", peer_).kv("reason", why);
+      Job taken = job_;
+      taken.rcpts = rcpts_;
+      if (relay_.requiretls_refused(this, taken, why)) {
+        msg_ = nullptr;
+        job_ = Job{};
+        rcpts_.clear();
+        state_ = State::kIdle;
+        offer_work();
+        return;
+      }
+      for (uint32_t i : rcpts_) {
+        mxedge::spool::v1::RecipientResult rr;
+        rr.set_index(i);
+        rr.set_outcome(mxedge::spool::v1::RECIPIENT_OUTCOME_FAILED);
+        rr.set_reply("550 5.7.30 REQUIRETLS support required: " + why);
+        settled_.push_back(rr);
+      }
+      finish_transaction(nullptr);
+      return;
+    }
+  }
   if (env.smtputf8() && !smtp::ehlo_has(ehlo_, "SMTPUTF8")) {
     // RFC 6531 3.4: an SMTPUTF8 message cannot be passed to a server that does not offer it.
     for (uint32_t i : rcpts_) {
@@ -388,6 +420,7 @@ void RelayConnection::begin_transaction(Job job) {
   if (dsn && env.ret() == mxedge::spool::v1::DSN_RET_FULL) mail += " RET=FULL";
   if (dsn && env.ret() == mxedge::spool::v1::DSN_RET_HDRS) mail += " RET=HDRS";
   if (dsn && !env.envid().empty()) mail += " ENVID=" + env.envid();
+  if (env.requiretls() && ssl_ != nullptr && smtp::ehlo_has(ehlo_, "REQUIRETLS")) mail += " REQUIRETLS";
   mail += "\r\n";
 
   if (pipelining_) {

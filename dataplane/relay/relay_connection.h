@@ -4,7 +4,8 @@
 // PIPELINING) for as long as the owner has jobs, and QUIT after a short idle time.
 //
 // STANDARDS: RFC 5321 (client side), RFC 2920 PIPELINING, RFC 3207 STARTTLS, RFC 1870 SIZE,
-// RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3461 DSN parameters passed through.
+// RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3461 DSN parameters passed through, RFC 8689 REQUIRETLS
+// (sent when the message has it; such a message goes only where the owner and RFC 8689 4.2.1 allow).
 // SECURITY: the body is sent in canonical form — CRLF line endings as stored, every line starting with
 // "." stuffed — so the next hop cannot see a different end of data than we did. Bytes the next hop sends
 // after its 220 to STARTTLS, before the handshake, are discarded (response injection).

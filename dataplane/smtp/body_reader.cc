@@ -122,4 +122,76 @@ void ChunkReader::finish() {
   if (prev_cr_) flags_.bare_cr_or_lf = true;
 }
 
+namespace {
+
+bool is_wsp(char c) { return c == ' ' || c == '\t'; }
+
+bool iequal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void HeaderScanner::end_field() {
+  if (field_.empty() || field_.size() > kMaxField) {
+    field_.clear();
+    return;
+  }
+  std::string_view f(field_);
+  const size_t colon = f.find(':');
+  if (colon != std::string_view::npos) {
+    std::string_view name = f.substr(0, colon);
+    std::string_view value = f.substr(colon + 1);
+    while (!name.empty() && is_wsp(name.back())) name.remove_suffix(1);  // RFC 5322 4.5.8 obs-optional
+    while (!value.empty() && is_wsp(value.front())) value.remove_prefix(1);
+    while (!value.empty() && is_wsp(value.back())) value.remove_suffix(1);
+    if (iequal(name, "TLS-Required") && iequal(value, "No")) tls_required_no_ = true;
+  }
+  field_.clear();
+}
+
+void HeaderScanner::append(std::string_view data) {
+  if (next_ != nullptr) next_->append(data);
+  for (size_t i = 0; i < data.size() && in_header_; ++i) {
+    const char c = data[i];
+    if (prev_cr_) {
+      prev_cr_ = false;
+      if (c == '\n') {
+        if (line_empty_) {  // the empty line: the header section is over
+          end_field();
+          in_header_ = false;
+          return;
+        }
+        at_line_start_ = true;
+        line_empty_ = true;
+        continue;
+      }
+      // A bare CR: the message is refused anyway; keep it as content of the field.
+      if (field_.size() <= kMaxField) field_.push_back('\r');
+    }
+    if (c == '\r') {
+      prev_cr_ = true;
+      continue;
+    }
+    if (at_line_start_) {
+      at_line_start_ = false;
+      line_empty_ = false;
+      if (!is_wsp(c)) end_field();  // a new field; a line starting with WSP continues (unfolds) the last
+    }
+    line_empty_ = false;
+    if (field_.size() <= kMaxField) field_.push_back(c);
+  }
+}
+
+void HeaderScanner::finish() {
+  if (in_header_) end_field();
+}
+
 }  // namespace mxedge::smtp

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace mxedge::smtp {
@@ -72,6 +73,35 @@ class ChunkReader {
   bool prev_cr_ = false;
   uint32_t line_len_ = 0;
   ContentFlags flags_;
+};
+
+// Watches the canonical content on its way to the real sink for an RFC 8689 section 3
+// "TLS-Required: No" header field, without holding the message: only the header field being read is
+// kept (bounded), and once the header section ends (the first empty line) every later byte is passed
+// on untouched. Folded fields are unfolded before they are judged; the field name and the value "No"
+// are case-insensitive and whitespace around the value is ignored. A field longer than the bound is
+// not a "TLS-Required: No" field (the value is one word).
+class HeaderScanner final : public BodySink {
+ public:
+  explicit HeaderScanner(BodySink* next) : next_(next) {}
+  void append(std::string_view data) override;
+  // After the last byte: judges a field the content ended in.
+  void finish();
+  bool tls_required_no() const { return tls_required_no_; }
+  bool in_header() const { return in_header_; }
+
+  static constexpr size_t kMaxField = 256;
+
+ private:
+  void end_field();
+
+  BodySink* next_;
+  bool in_header_ = true;
+  bool at_line_start_ = true;  // the content starts at a line start (after our Received: header)
+  bool prev_cr_ = false;
+  bool line_empty_ = true;     // nothing but the CR so far on the current line
+  std::string field_;          // the unfolded field being read (up to kMaxField + 1 octets)
+  bool tls_required_no_ = false;
 };
 
 }  // namespace mxedge::smtp

@@ -167,9 +167,10 @@ void ServerSession::reset_transaction() {
   in_transaction_ = false;
   used_bdat_ = false;
   env_ = Envelope{};
-  sink_.reset();
   data_reader_.reset();
   chunk_reader_.reset();
+  header_scanner_.reset();
+  sink_.reset();
   bdat_remaining_ = 0;
   bdat_last_ = false;
   bdat_refused_ = false;
@@ -216,6 +217,8 @@ void ServerSession::cmd_ehlo(std::string_view args, bool extended) {
   std::vector<std::string> lines = {policy_->hostname, "PIPELINING", "SIZE " + std::to_string(policy_->message_size),
                                     "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"};
   if (policy_->offer_starttls && !tls_.active) lines.emplace_back("STARTTLS");
+  // RFC 8689 2: REQUIRETLS only in a TLS session (after STARTTLS or on an implicit-TLS listener).
+  if (tls_.active) lines.emplace_back("REQUIRETLS");
   std::string text;
   for (size_t i = 0; i < lines.size(); ++i) {
     text += (i + 1 < lines.size()) ? "250-" : "250 ";
@@ -236,8 +239,13 @@ void ServerSession::cmd_mail(std::string_view args) {
   if (r.path_error != PathError::kNone) return reply("501 5.1.7 Bad sender address syntax");
   if (r.param_error != ParamError::kNone) return reply("555 5.5.4 Unsupported option: " + header_safe(r.bad_param, 64));
   const MailFromArgs& a = r.args;
-  if (!esmtp_ && (a.size || a.body != BodyParam::kUnspecified || a.smtputf8 || a.ret != RetParam::kUnspecified || !a.envid.empty()))
+  if (!esmtp_ && (a.size || a.body != BodyParam::kUnspecified || a.smtputf8 || a.ret != RetParam::kUnspecified || !a.envid.empty() ||
+                 a.requiretls))
     return reply("555 5.5.4 Unsupported option: ESMTP parameters need EHLO");
+  // RFC 8689 2: REQUIRETLS is offered, and may be used, only in a TLS-protected session; the sender
+  // asked for protection the session it used does not have (RFC 3463 / RFC 5248 5.7.10:
+  // encryption needed).
+  if (a.requiretls && !tls_.active) return reply("530 5.7.10 REQUIRETLS needs a TLS session: issue STARTTLS first");
   if (a.size && *a.size > policy_->message_size) return reply("552 5.3.4 Message size exceeds fixed limit");
   if (a.sender.non_ascii && !a.smtputf8) return reply("553 5.6.7 Non-ASCII address requires SMTPUTF8");
   if (!host_->spool_has_room()) return reply("452 4.3.1 Insufficient system storage");
@@ -248,6 +256,7 @@ void ServerSession::cmd_mail(std::string_view args) {
   env_.smtputf8 = a.smtputf8;
   env_.ret = a.ret;
   env_.envid = a.envid;
+  env_.requiretls = a.requiretls;
   reply("250 2.1.0 Ok");
 }
 
@@ -327,6 +336,8 @@ bool ServerSession::begin_message() {
   h += "; " + host_->rfc5322_date() + "\r\n";
   sink_->append(h);
   env_.size = h.size();
+  // The client's content passes the TLS-Required header scanner on its way to the spool.
+  header_scanner_ = std::make_unique<HeaderScanner>(sink_.get());
   return true;
 }
 
@@ -336,7 +347,7 @@ void ServerSession::cmd_data(std::string_view args) {
   if (used_bdat_) return reply("503 5.5.1 Error: DATA not allowed after BDAT");
   if (env_.recipients.empty()) return reply("554 5.5.1 Error: no valid recipients");
   begin_message();
-  data_reader_ = std::make_unique<DataReader>(policy_->message_size, policy_->text_line_length, sink_.get());
+  data_reader_ = std::make_unique<DataReader>(policy_->message_size, policy_->text_line_length, header_scanner_.get());
   phase_ = Phase::kData;
   data_bytes_ = 0;
   reply("354 End data with <CR><LF>.<CR><LF>");
@@ -366,7 +377,7 @@ void ServerSession::cmd_bdat(std::string_view args) {
   if (!used_bdat_) {
     used_bdat_ = true;
     begin_message();
-    chunk_reader_ = std::make_unique<ChunkReader>(policy_->message_size, policy_->text_line_length, sink_.get());
+    chunk_reader_ = std::make_unique<ChunkReader>(policy_->message_size, policy_->text_line_length, header_scanner_.get());
   }
   phase_ = Phase::kBdat;
   if (bdat_remaining_ == 0) {
@@ -395,6 +406,10 @@ void ServerSession::finish_message(const ContentFlags& flags) {
     return;
   }
   env_.size += flags.size;
+  header_scanner_->finish();
+  // RFC 8689 4.1: with REQUIRETLS on MAIL FROM the header field is ignored (it stays in the message).
+  env_.tls_required_no = header_scanner_->tls_required_no() && !env_.requiretls;
+  header_scanner_.reset();
   committing_qid_ = env_.queue_id;
   pending_.envelope = std::move(env_);
   pending_.body = std::move(sink_);

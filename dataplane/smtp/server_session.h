@@ -4,7 +4,8 @@
 //
 // STANDARDS: RFC 5321 (commands, replies, 4.5.3 limits), RFC 2920 PIPELINING, RFC 1870 SIZE,
 // RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 2034/3463 enhanced status codes, RFC 3030 CHUNKING/BDAT,
-// RFC 3461 DSN (parameters carried through), RFC 3207 STARTTLS, RFC 8314 implicit TLS,
+// RFC 3461 DSN (parameters carried through), RFC 3207 STARTTLS, RFC 8314 implicit TLS, RFC 8689 REQUIRETLS
+// (offered under TLS only; a "TLS-Required: No" header field is noted in the envelope),
 // RFC 3848/6531 Received: protocol names. Every reply is listed in docs/smtp-replies.md.
 // SECURITY: input is hostile. Buffers are bounded by the configured line lengths; message content
 // streams to the spool. Bytes pipelined after STARTTLS are discarded (CVE-2011-0411 class); a message
@@ -73,6 +74,9 @@ struct Envelope {
   TlsState tls;
   uint64_t size = 0;
   bool outbound = false;  // received on an outbound intake listener
+  bool tlsrpt_exempt = false;    // a TLS-RPT report the gateway generated (never from a session)
+  bool requiretls = false;       // RFC 8689 MAIL FROM REQUIRETLS
+  bool tls_required_no = false;  // RFC 8689 "TLS-Required: No" header field
 };
 
 // What the session needs from the worker that owns it.
@@ -180,6 +184,7 @@ class ServerSession {
   bool used_bdat_ = false;
   Envelope env_;
   std::unique_ptr<BodySink> sink_;
+  std::unique_ptr<HeaderScanner> header_scanner_;  // between the readers and sink_
   std::unique_ptr<DataReader> data_reader_;
   std::unique_ptr<ChunkReader> chunk_reader_;
   uint64_t bdat_remaining_ = 0;

@@ -412,6 +412,12 @@ MailParseResult parse_mail_from(std::string_view args) {
       if (r.args.smtputf8) return fail(ParamError::kDuplicate);
       if (p.has_value) return fail(ParamError::kSyntax);
       r.args.smtputf8 = true;
+    } else if (iequals(p.keyword, "REQUIRETLS")) {
+      // RFC 8689 2: a keyword without a value. Whether the session may use it (TLS) is the
+      // session's decision, not the grammar's.
+      if (r.args.requiretls) return fail(ParamError::kDuplicate);
+      if (p.has_value) return fail(ParamError::kSyntax);
+      r.args.requiretls = true;
     } else if (iequals(p.keyword, "RET")) {
       if (seen_ret) return fail(ParamError::kDuplicate);
       seen_ret = true;

@@ -1,7 +1,7 @@
 // SMTP command-line parsing for the inbound server: verbs, MAIL/RCPT paths and ESMTP parameters.
 //
 // STANDARDS: RFC 5321 (4.1.1, 4.1.2 grammar, 4.5.3.1 sizes), RFC 1870 SIZE, RFC 6152 8BITMIME,
-// RFC 6531 SMTPUTF8, RFC 3461 DSN parameters (NOTIFY, ORCPT, RET, ENVID; xtext).
+// RFC 6531 SMTPUTF8, RFC 3461 DSN parameters (NOTIFY, ORCPT, RET, ENVID; xtext), RFC 8689 REQUIRETLS.
 // SECURITY: every input byte comes from an untrusted peer. Parsers take a string_view of one line
 // (without CRLF), never read past it, and reject rather than repair: an address that is not exactly
 // RFC 5321 syntax is refused, so what the next hop sees is what we checked.
@@ -50,6 +50,7 @@ struct MailFromArgs {
   bool smtputf8 = false;
   RetParam ret = RetParam::kUnspecified;
   std::string envid;  // xtext as received
+  bool requiretls = false;  // RFC 8689 REQUIRETLS (no value)
 };
 
 // NOTIFY bits, as stored in the spool envelope.

@@ -498,6 +498,9 @@ void Spool::commit_staged() {
     pe.set_helo(env.helo);
     pe.set_listener(env.listener);
     pe.set_outbound(env.outbound);
+    pe.set_tlsrpt_exempt(env.tlsrpt_exempt);
+    pe.set_requiretls(env.requiretls);
+    pe.set_tls_required_no(env.tls_required_no);
     if (env.tls.active) {
       pe.mutable_tls()->set_version(env.tls.version);
       pe.mutable_tls()->set_cipher(env.tls.cipher);

@@ -58,6 +58,9 @@ struct SpoolEntry {
   int64_t next_attempt_ms = 0;
   // Held by an administrator (a HOLD record; survives restarts): in no delivery queue.
   bool held = false;
+  // REQUIRETLS (RFC 8689 4.2.1; not persisted): per recipient domain, the MX hosts whose session did
+  // not satisfy it and why, so that the other hosts are tried before the message fails with 5.7.30.
+  std::map<std::string, std::map<std::string, std::string>> requiretls_refused;
 };
 
 class Spool {
@@ -95,6 +98,11 @@ class Spool {
   bool set_held(SpoolEntry* entry, bool held, std::string* error);
 
   size_t pending_messages() const { return entries_.size(); }
+  // The entry of `queue_id` while it has unsettled recipients, else null.
+  SpoolEntry* find(const std::string& queue_id) {
+    auto it = entries_.find(queue_id);
+    return it == entries_.end() ? nullptr : it->second.get();
+  }
   // Every entry with unsettled recipients (the management API's queue view), in no particular order.
   template <typename Fn>
   void for_each_entry(Fn&& fn) const {

@@ -35,7 +35,9 @@ namespace mxedge::stats {
   X(outbound_delivered, "Outbound recipients delivered over a connection that satisfied their policy") \
   X(outbound_deferred, "Outbound jobs deferred (policy defer, every MX host failed, 4xx)")           \
   X(outbound_failed, "Outbound recipients failed (null MX, NXDOMAIN, 5xx)")                          \
-  X(outbound_host_failures, "Connections to MX hosts that failed (connect, STARTTLS, TLS policy)")
+  X(outbound_host_failures, "Connections to MX hosts that failed (connect, STARTTLS, TLS policy)")  \
+  X(tlsrpt_reports_parsed, "TLS-RPT reports received at tlsrpt.inbound.mailboxes and parsed")       \
+  X(tlsrpt_reports_rejected, "Mail to tlsrpt.inbound.mailboxes whose report could not be parsed")
 
 // Inbound TLS handshakes by cipher suite: the suites tls_context.cc offers, and "other".
 inline constexpr std::array<std::string_view, 10> kTlsCipherNames = {

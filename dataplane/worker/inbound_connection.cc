@@ -254,8 +254,11 @@ void InboundConnection::after_step() {
                 .kv("from", "<" + line->mail_from + ">").kv("rcpts", static_cast<uint64_t>(rcpts)).kv("size", line->size)
                 .kv("tls", line->tls.active ? line->tls.version : std::string("none"))
                 .kv("cipher", line->tls.active ? line->tls.cipher : std::string("none"));
+            if (line->requiretls) accepted.kv("requiretls", 1);
+            if (line->tls_required_no) accepted.kv("tls_required_no", 1);
             if (!line->tls.client_subject.empty())
               accepted.kv("client_cert", line->tls.client_verified ? "verified" : "unverified").kv("client_subject", line->tls.client_subject);
+            worker_.message_committed(line->queue_id);  // inbound TLS-RPT intake, after this turn's replies
           } else {
             stats::bump(worker_.counters().spool_commit_failures);
             log::warning("message.refused").kv("worker", worker_.index()).kv("qid", line->queue_id)

@@ -8,11 +8,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 
+#include "controlplane/tlsrpt/intake.h"
 #include "dataplane/worker/inbound_connection.h"
 #include "policy/log.h"
 
@@ -113,10 +115,12 @@ void Worker::run() {
   // Recovered messages go to the relay now that the loop exists.
   // Recovered messages and new ones: outbound intake mail by MX under its policy, the rest to the next hop.
   spool_->set_ready_callback([this](spool::SpoolEntry* e) { route(e); });
+  if (!runtime_->config.tlsrpt().inbound().mailboxes().empty()) open_tlsrpt_store();
   log::info("worker.started").kv("worker", index_).kv("cpu", cpu_).kv("listeners", static_cast<uint64_t>(listen_fds_.size()))
       .kv("spooled", static_cast<uint64_t>(spool_->pending_messages()));
   loop_.run();
   spool_->commit_staged();
+  if (!tlsrpt_pending_.empty()) tlsrpt_intake();
   spool_->flush();
   graveyard_.clear();
   outbound_.reset();
@@ -259,10 +263,122 @@ void Worker::retire(InboundConnection* c) {
   stats::set(counters_.sessions_active, connections_.size());
 }
 
+// Opened at start when the feature is on (so that expiry runs from then on), else at the first report
+// after a reload turned it on. A store that cannot be opened is logged once; mail flows regardless.
+bool Worker::open_tlsrpt_store() {
+  if (tlsrpt_inbound_) return true;
+  if (tlsrpt_store_failed_) return false;
+  const auto& in = runtime_->config.tlsrpt().inbound();
+  std::string error;
+  const int64_t retention = in.retention().seconds() > 0 ? in.retention().seconds() : 90 * 86400;
+  tlsrpt_inbound_ = trace::TlsRptInboundStore::open(
+      trace::TlsRptInboundStore::path_for(runtime_->config.spool().directory(), index_), retention, &error);
+  if (!tlsrpt_inbound_) {
+    tlsrpt_store_failed_ = true;
+    log::error("tlsrpt.inbound.unavailable").kv("worker", index_).kv("reason", error);
+    return false;
+  }
+  return true;
+}
+
+void Worker::message_committed(const std::string& queue_id) {
+  if (!runtime_->config.tlsrpt().inbound().mailboxes().empty()) tlsrpt_pending_.push_back(queue_id);
+}
+
+// Inbound TLS-RPT reports (RFC 8460 5.3): runs after commit_staged, when the messages are durable and
+// their 250 replies written, so parsing never delays or refuses an SMTP transaction; the message is
+// delivered like any other whatever the outcome. The work is bounded: at most
+// tlsrpt.inbound.max_message_size is read, and the inflated report at most 16 times that, capped.
+void Worker::tlsrpt_intake() {
+  // Enough for any real report (they are kilobytes) while keeping a worker's pause short.
+  constexpr uint64_t kMaxReportJson = 16 << 20;
+  std::vector<std::string> pending;
+  pending.swap(tlsrpt_pending_);
+  const auto& in = runtime_->config.tlsrpt().inbound();
+  for (const std::string& qid : pending) {
+    spool::SpoolEntry* e = spool_->find(qid);
+    if (e == nullptr || e->envelope.outbound()) continue;  // reports arrive from the Internet, not the intake
+    bool to_mailbox = false;
+    for (const auto& rc : e->envelope.recipients()) {
+      std::string a = rc.address();
+      for (char& c : a) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      to_mailbox = to_mailbox || std::find(in.mailboxes().begin(), in.mailboxes().end(), a) != in.mailboxes().end();
+    }
+    if (!to_mailbox) continue;
+    if (!open_tlsrpt_store()) continue;
+    const auto& env = e->envelope;
+    trace::InboundReport row;
+    row.id = qid;
+    row.received = env.received_at_us() > 0 ? env.received_at_us() / 1000000 : static_cast<int64_t>(std::time(nullptr));
+    row.worker = index_;
+    row.size = env.size();
+    std::string body;
+    if (env.size() > in.max_message_size()) {
+      row.error = "message too large to parse (" + std::to_string(env.size()) + " bytes; tlsrpt.inbound.max_message_size is " +
+                  std::to_string(in.max_message_size()) + ")";
+      // Still say who sent it and for which domain: the header fields from the message's start.
+      if (spool_->read_body(*e, 0, 64 << 10, body)) {
+        const size_t end = body.find("\r\n\r\n");
+        tlsrpt::ReceivedReport rr = tlsrpt::extract_report(std::string_view(body).substr(0, end == std::string::npos ? body.size() : end + 4));
+        row.from = rr.from;
+        row.subject = rr.subject;
+        row.report_domain = rr.report_domain;
+        row.submitter = rr.report_submitter;
+      }
+    } else if (!spool_->read_body(*e, 0, static_cast<size_t>(env.size()), body)) {
+      row.error = "cannot read the message from the spool";
+    } else {
+      tlsrpt::ExtractOptions o;
+      o.max_json = static_cast<size_t>(std::min<uint64_t>(16 * in.max_message_size(), kMaxReportJson));
+      tlsrpt::ReceivedReport rr = tlsrpt::extract_report(body, o);
+      row.from = rr.from;
+      row.subject = rr.subject;
+      row.report_domain = rr.report_domain;
+      row.submitter = rr.report_submitter;
+      if (rr.report) {
+        const tlsrpt::Report& rep = *rr.report;
+        row.organization = rep.organization_name;
+        row.report_id = rep.report_id;
+        row.contact_info = rep.contact_info;
+        row.start_datetime = rep.date_range.start_datetime;
+        row.end_datetime = rep.date_range.end_datetime;
+        for (const auto& p : rep.policies) {
+          if (std::find(row.policy_domains.begin(), row.policy_domains.end(), p.policy.policy_domain) == row.policy_domains.end())
+            row.policy_domains.push_back(p.policy.policy_domain);
+          row.successes += p.summary.total_successful_session_count;
+          row.failures += p.summary.total_failure_session_count;
+        }
+        row.report_json = tlsrpt::to_json(rep);
+      } else {
+        row.error = rr.error;
+      }
+    }
+    std::string domains;
+    for (const auto& d : row.policy_domains) domains += (domains.empty() ? "" : ",") + d;
+    std::string error;
+    const bool stored = tlsrpt_inbound_->add(row, &error);
+    if (row.error.empty()) {
+      stats::bump(counters_.tlsrpt_reports_parsed);
+      log::info("tlsrpt.inbound").kv("worker", index_).kv("qid", qid).kv("from", row.from).kv("organization", row.organization)
+          .kv("report_id", row.report_id).kv("domain", domains).kv("successes", row.successes).kv("failures", row.failures)
+          .kv("stored", stored ? "yes" : error);
+    } else {
+      stats::bump(counters_.tlsrpt_reports_rejected);
+      log::warning("tlsrpt.inbound").kv("worker", index_).kv("qid", qid).kv("from", row.from).kv("domain", row.report_domain)
+          .kv("error", row.error).kv("stored", stored ? "yes" : error);
+    }
+  }
+}
+
 void Worker::end_of_turn() {
   if (spool_->has_staged()) {
     stats::bump(counters_.spool_commits);
     spool_->commit_staged();
+  }
+  if (!tlsrpt_pending_.empty()) tlsrpt_intake();
+  if (tlsrpt_inbound_ && loop_.now_ms() - tlsrpt_expired_ms_ >= 3600 * 1000) {
+    tlsrpt_inbound_->expire(static_cast<int64_t>(std::time(nullptr)));
+    tlsrpt_expired_ms_ = loop_.now_ms();
   }
   stats::set(counters_.spool_pending, spool_->pending_messages());
   graveyard_.clear();

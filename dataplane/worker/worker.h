@@ -16,6 +16,7 @@
 #include "dataplane/relay/relay.h"
 #include "dataplane/spool/spool.h"
 #include "dataplane/stats/counters.h"
+#include "dataplane/trace/tlsrpt_inbound.h"
 #include "dataplane/worker/event_loop.h"
 #include "dataplane/worker/runtime_config.h"
 
@@ -76,6 +77,9 @@ class Worker final : public smtp::SessionHost {
   void route(spool::SpoolEntry* e);
   delivery::Outbound* outbound() { return outbound_.get(); }
   stats::WorkerCounters& counters() { return counters_; }
+  // A received message is durable and its 250 is on its way: mail to tlsrpt.inbound.mailboxes is
+  // parsed as a TLS-RPT report at the end of this turn (tlsrpt_intake), never before the reply.
+  void message_committed(const std::string& queue_id);
   const stats::WorkerCounters& counters() const { return counters_; }
 
  private:
@@ -84,6 +88,8 @@ class Worker final : public smtp::SessionHost {
   void accept_ready(size_t listener_index);
   void end_of_turn();
   void begin_stop(int64_t grace_ms);
+  void tlsrpt_intake();
+  bool open_tlsrpt_store();
 
   unsigned index_;
   unsigned cpu_;
@@ -104,6 +110,11 @@ class Worker final : public smtp::SessionHost {
   int64_t stop_deadline_ms_ = 0;
   int64_t last_flush_ms_ = 0;
   std::unique_ptr<FunctionTimer> stop_timer_;
+  // Inbound TLS-RPT reports: queue ids committed this turn, and the store (opened on first use).
+  std::vector<std::string> tlsrpt_pending_;
+  std::unique_ptr<trace::TlsRptInboundStore> tlsrpt_inbound_;
+  int64_t tlsrpt_expired_ms_ = 0;
+  bool tlsrpt_store_failed_ = false;
 };
 
 }  // namespace mxedge::worker

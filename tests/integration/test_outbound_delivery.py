@@ -292,25 +292,6 @@ def test_message_trace_records_each_attempt_with_its_policy_and_verification(pla
     assert trace(gw, "--qid", "NO-SUCH-QID") == []
 
 
-def tls_outcomes(gw) -> dict:
-    """The TLS-RPT outcome rows of every worker (<spool>/tlsrpt-w<k>.db), summed by key."""
-    import glob
-    import sqlite3
-    rows = {}
-    for path in glob.glob(os.path.join(gw.spool_dir, "tlsrpt-w*.db")):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            for r in db.execute("SELECT policy_domain, policy_type, result_type, receiving_mx_hostname, receiving_ip,"
-                                " sending_mta_ip, policy_id, policy_strings, mx_hosts, sessions, day FROM outcomes"):
-                key = r[:6]
-                prev = rows.get(key)
-                rows[key] = {"policy_id": r[6], "policy_strings": r[7], "mx_hosts": r[8], "day": r[10],
-                             "sessions": r[9] + (prev["sessions"] if prev else 0)}
-        finally:
-            db.close()
-    return rows
-
-
 def test_tls_outcomes_are_recorded_per_policy_for_tlsrpt_and_survive_a_restart(plane, lab_root, lab_pki, delivery_lab):
     """Issue #8, outcome recording: each outbound TLS session's outcome, per policy domain and type,
     with what a report's failure-details need; durable across a restart."""
@@ -327,7 +308,7 @@ def test_tls_outcomes_are_recorded_per_policy_for_tlsrpt_and_survive_a_restart(p
         for domain in ("dane-fail", "sts-badcert", "bogus", "dane-stripped"):
             g.wait_log(rf"event=message.deferred .*domain={domain}.dlv.test ", timeout=30)
         time.sleep(0.5)  # the end of the loop turn writes the counts
-        rows = util.wait_until(lambda: (lambda r: r if len(r) >= 6 else None)(tls_outcomes(g)), 10, message="outcome rows")
+        rows = util.wait_until(lambda: (lambda r: r if len(r) >= 6 else None)(g.tls_outcomes()), 10, message="outcome rows")
         by = {(k[0], k[1], k[2]): (k, v) for k, v in rows.items()}
         today = int(time.time()) // 86400 * 86400
 
@@ -345,10 +326,10 @@ def test_tls_outcomes_are_recorded_per_policy_for_tlsrpt_and_survive_a_restart(p
         (k, v) = by[("dane-stripped.dlv.test", "tlsa", "starttls-not-supported")]
         assert k[3] == "mx.dane-stripped.dlv.test"
         # Durable: what was counted is still there after a stop and a start (new attempts only add).
-        before = tls_outcomes(g)
+        before = g.tls_outcomes()
         g.stop()
         g.start()
-        after = tls_outcomes(g)
+        after = g.tls_outcomes()
         assert all(after[k]["sessions"] >= v["sessions"] for k, v in before.items()), (before, after)
     finally:
         g.stop()

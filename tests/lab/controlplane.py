@@ -216,6 +216,8 @@ class ControlPlane:
         self.config = gateway_mod.deep_merge(base, config or {})
         self.proc: util.ManagedProcess | None = None
         self.run_offset = 0
+        # Extra environment for the daemon (e.g. MXEDGE_TEST_CLOCK_OFFSET for the TLS-RPT sender).
+        self.env: dict[str, str] = {}
 
     def write_config(self) -> None:
         with open(self.config_path, "w") as f:
@@ -233,6 +235,7 @@ class ControlPlane:
         self.write_config()
         self.run_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         self.proc = util.ManagedProcess([binary_path(), "--config", self.config_path], self.log_path,
+                                        env={**os.environ, **self.env} if self.env else None,
                                         name="mxedge-controlplane")
         self.proc.start()
         deadline = time.monotonic() + timeout

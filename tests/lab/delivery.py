@@ -90,6 +90,10 @@ from dataclasses import dataclass
 from . import util
 
 DLV_ZONE = "dlv.test"
+# TLS-RPT targets of every delivery case's _smtp._tls record (lab/dns.py; lab/tlsrpt_receiver.py).
+TLSRPT_MAILTO = "mailto:tlsrpt@dane-ee.dlv.test"
+TLSRPT_HTTPS_HOST = "reports.dlv.test"
+TLSRPT_HTTPS_PATH = "/v1/tlsrpt"
 FIRST_OCTET = 10
 STRIP_KEYWORD = b"X-LAB-STRIPPED"
 STRIP_REPLY = b"502 5.5.1 STARTTLS not available (stripped)\r\n"

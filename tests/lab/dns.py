@@ -924,6 +924,11 @@ class DnsLab:
         """Where the mta-sts.* names point (StsHttpsServer listens here, port 443)."""
         return self._addr(5)
 
+    @property
+    def tlsrpt_https_address(self) -> str:
+        """Where reports.dlv.test points (the delivery lab's TLS-RPT HTTPS receiver, port 443)."""
+        return self._addr(6)
+
     def addresses(self) -> list[str]:
         return [self._addr(i) for i in range(1, 5)]
 
@@ -1194,9 +1199,12 @@ class DnsLab:
 
     def _build_delivery_zones(self, Z, T) -> None:
         from . import delivery as delivery_mod
-        Z(delivery_mod.DLV_ZONE)
+        # TLS-RPT (RFC 8460): every delivery case asks for reports by mail to the dane-ee receiver
+        # and by HTTPS POST to reports.dlv.test (lab/tlsrpt_receiver.py listens there, port 443).
+        Z(delivery_mod.DLV_ZONE, [f"{delivery_mod.TLSRPT_HTTPS_HOST}. IN A {self.tlsrpt_https_address}"])
         for c in delivery_mod.DELIVERY_CASES.values():
-            records = []
+            records = [f'_smtp._tls.{c.domain}. IN TXT "v=TLSRPTv1; rua={delivery_mod.TLSRPT_MAILTO},'
+                       f'https://{delivery_mod.TLSRPT_HTTPS_HOST}{delivery_mod.TLSRPT_HTTPS_PATH}"']
             for m in c.mx:
                 records.append(f"{c.domain}. IN MX {m.preference} {m.host}.")
                 records.append(f"{m.host}. IN A {self._addr(m.octet)}")

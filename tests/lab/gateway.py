@@ -162,6 +162,25 @@ class Gateway:
     def dataplane_socket(self) -> str:
         return self.config["management"]["dataplane_socket"]
 
+    def tls_outcomes(self) -> dict:
+        """The TLS-RPT outcome rows of every worker (<spool>/tlsrpt-w<k>.db), summed over workers, by
+        (policy_domain, policy_type, result_type, receiving_mx_hostname, receiving_ip, sending_mta_ip)."""
+        import glob
+        import sqlite3
+        rows = {}
+        for path in glob.glob(os.path.join(self.spool_dir, "tlsrpt-w*.db")):
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                for r in db.execute("SELECT policy_domain, policy_type, result_type, receiving_mx_hostname, receiving_ip,"
+                                    " sending_mta_ip, policy_id, policy_strings, mx_hosts, sessions, day FROM outcomes"):
+                    key = r[:6]
+                    prev = rows.get(key)
+                    rows[key] = {"policy_id": r[6], "policy_strings": r[7], "mx_hosts": r[8], "day": r[10],
+                                 "sessions": r[9] + (prev["sessions"] if prev else 0)}
+            finally:
+                db.close()
+        return rows
+
     @property
     def hostname(self) -> str:
         return self.config.get("hostname", "")

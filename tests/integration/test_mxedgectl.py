@@ -20,6 +20,7 @@ import time
 import pytest
 
 from lab import controlplane as cp_mod
+from lab import ctl as ctl_mod
 from lab import flows
 from lab import gateway as gw_mod
 from lab import smtp_sink as sink_mod
@@ -29,17 +30,12 @@ INTAKE = [{"name": "intake", "tls_mode": "none", "role": "outbound", "allowed_ne
           {"name": "smtp", "tls_mode": "starttls"}]
 
 
-def ctl_path() -> str:
-    return os.path.join(gw_mod.build_dir(), "controlplane", "mxedgectl")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _binaries():
     for reason in (cp_mod.missing_binary_reason(), gw_mod.missing_binary_reason()):
         if reason:
             pytest.skip(reason)
-    if not os.path.exists(ctl_path()):
-        pytest.skip(f"{ctl_path()} not built")
+    ctl_mod.skip_unless_built()
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +82,11 @@ def planes(admin_group, delivery_lab, dns_lab, mta_sts_server, lab_root, lab_pki
 
 def ctl(cp, *args, json_out: bool = False, socket_path: str | None = None, user: str | None = None,
         timeout: float = 90) -> subprocess.CompletedProcess:
-    cmd = [ctl_path(), "--socket", socket_path or cp.mgmt_socket]
-    if json_out:
-        cmd.append("--json")
-    cmd += list(args)
-    if user is not None:
-        cmd = ["setpriv", *user.split(), "--"] + cmd
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return ctl_mod.run(socket_path or cp.mgmt_socket, *args, json_out=json_out, user=user, timeout=timeout)
 
 
 def ok_json(cp, *args, **kw) -> dict:
-    p = ctl(cp, *args, json_out=True, **kw)
-    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
-    return json.loads(p.stdout)
+    return ctl_mod.ok_json(kw.pop("socket_path", None) or cp.mgmt_socket, *args, **kw)
 
 
 # ---- status / stats ------------------------------------------------------------------------------
@@ -206,7 +194,7 @@ def test_connector_list_show_set_persists_and_applies(planes):
         text = open(cp.config_path).read()
         assert "mandatory" in text and os.path.exists(cp.config_path + ".bak")
         assert "opportunistic" in open(cp.config_path + ".bak").read()
-        valid = subprocess.run([ctl_path(), "config", "validate", cp.config_path], capture_output=True, text=True)
+        valid = ctl_mod.run(None, "config", "validate", cp.config_path)
         assert valid.returncode == 0, valid.stdout + valid.stderr
         # Applied without a restart: the policy is recompiled under the new modes.
         deadline = time.monotonic() + 20

@@ -264,7 +264,6 @@ def test_delay_notice_only_when_asked_with_will_retry_until(short_lived):
 
 def trace(gw, *args: str) -> list[dict]:
     import json
-    import os
     import subprocess
     binary = os.path.join(gw_mod.build_dir(), "dataplane", "mxedge-trace")
     p = subprocess.run([binary, "--spool", gw.spool_dir, "--json", *args], capture_output=True, text=True, timeout=20)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import re
 import socket
 import ssl
@@ -29,7 +28,7 @@ import warnings
 import pytest
 
 from lab import controlplane as cp_mod
-from lab import gateway as gw_mod
+from lab import ctl as ctl_mod
 from lab import resolve
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
@@ -37,17 +36,12 @@ DOMAINS = ["valid.sts.test", "lab.test", "other.test"]
 MX = ["mx.valid.sts.test", "*.lab.test"]
 
 
-def ctl_path() -> str:
-    return os.path.join(gw_mod.build_dir(), "controlplane", "mxedgectl")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _binaries():
     for reason in (cp_mod.missing_binary_reason(), resolve.missing_binary_reason()):
         if reason:
             pytest.skip(reason)
-    if not os.path.exists(ctl_path()):
-        pytest.skip(f"{ctl_path()} not built")
+    ctl_mod.skip_unless_built()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +106,7 @@ def fetch(dns_lab, ca: str, sni: str, host: str | None = None, path: str = POLIC
 def strict_parse(body: bytes, tmp_path) -> dict:
     f = tmp_path / "policy.txt"
     f.write_bytes(body)
-    p = subprocess.run([ctl_path(), "--json", "sts", "parse", str(f)], capture_output=True, text=True, timeout=30)
+    p = ctl_mod.run(None, "--json", "sts", "parse", str(f))
     assert p.returncode == 0, (p.stdout, p.stderr)
     out = json.loads(p.stdout)
     assert out["valid"] is True, out
@@ -163,7 +157,7 @@ def test_id_is_the_sha256_of_the_body_and_the_printed_txt_carries_it(cp, dns_lab
         assert "\r\n".join(out[d]["policy"]) + "\r\n" == body.decode()
     # The TXT value passes the strict TXT parser.
     txt = out["lab.test"]["txt"].split('"')[1]
-    p = subprocess.run([ctl_path(), "--json", "sts", "txt", txt], capture_output=True, text=True, timeout=30)
+    p = ctl_mod.run(None, "--json", "sts", "txt", txt)
     assert p.returncode == 0 and json.loads(p.stdout)["id"] == want, (p.stdout, p.stderr)
     cp.wait_log(rf"event=mta_sts\.publish\.started .*id={want}")
 
@@ -217,8 +211,7 @@ def test_reload_changes_the_served_policy_and_its_id(cp, dns_lab, lab_pki, tmp_p
         cp.config["mta_sts_publish"]["mode"] = "enforce"
         cp.write_config()
         # No data plane runs here: the command reports it unreachable, the control plane reloads.
-        p = subprocess.run([ctl_path(), "--socket", cp.mgmt_socket, "config", "reload"],
-                           capture_output=True, text=True, timeout=60)
+        p = ctl_mod.run(cp.mgmt_socket, "config", "reload")
         assert "control plane: reloaded" in p.stdout, (p.returncode, p.stdout, p.stderr)
         _, _, after, _, _ = fetch(dns_lab, lab_pki.ca_pem, "mta-sts.lab.test")
         pol = strict_parse(after, tmp_path)
@@ -230,7 +223,7 @@ def test_reload_changes_the_served_policy_and_its_id(cp, dns_lab, lab_pki, tmp_p
     finally:
         cp.config = saved
         cp.write_config()
-        subprocess.run([ctl_path(), "--socket", cp.mgmt_socket, "config", "reload"], capture_output=True, timeout=60)
+        ctl_mod.run(cp.mgmt_socket, "config", "reload")
     _, _, restored, _, _ = fetch(dns_lab, lab_pki.ca_pem, "mta-sts.lab.test")
     assert restored == before
 

@@ -27,6 +27,7 @@ import email.policy
 import pytest
 
 from lab import controlplane as cp_mod
+from lab import ctl as ctl_mod
 from lab import flows
 from lab import gateway as gw_mod
 from lab import smtp_client
@@ -64,17 +65,12 @@ RFC_REPORT = {
 }
 
 
-def ctl_path() -> str:
-    return os.path.join(gw_mod.build_dir(), "controlplane", "mxedgectl")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _binaries():
     for reason in (cp_mod.missing_binary_reason(), gw_mod.missing_binary_reason()):
         if reason:
             pytest.skip(reason)
-    if not os.path.exists(ctl_path()):
-        pytest.skip(f"{ctl_path()} not built")
+    ctl_mod.skip_unless_built()
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +97,11 @@ def planes(dns_lab, lab_root, lab_pki):
 
 
 def ctl(socket_path: str, *args, json_out: bool = False) -> subprocess.CompletedProcess:
-    cmd = [ctl_path(), "--socket", socket_path] + (["--json"] if json_out else []) + list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return ctl_mod.run(socket_path, *args, json_out=json_out)
 
 
 def ok_json(socket_path: str, *args) -> dict:
-    p = ctl(socket_path, *args, json_out=True)
-    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
-    return json.loads(p.stdout)
+    return ctl_mod.ok_json(socket_path, *args)
 
 
 def report_mail(attachment: bytes | None, subtype: str = "tlsrpt+gzip", to: str = MAILBOX,

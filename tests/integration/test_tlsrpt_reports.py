@@ -15,7 +15,6 @@ the next UTC midnight, so the day the mail went out today is the day that has ju
 
 from __future__ import annotations
 
-import calendar
 import email
 import email.policy
 import gzip
@@ -27,6 +26,7 @@ import time
 import pytest
 
 from lab import controlplane as cp_mod
+from lab import ctl as ctl_mod
 from lab import flows
 from lab import gateway as gw_mod
 from lab import smtp_sink as sink_mod
@@ -44,11 +44,11 @@ def _binaries():
     for reason in (cp_mod.missing_binary_reason(), gw_mod.missing_binary_reason()):
         if reason:
             pytest.skip(reason)
+    ctl_mod.skip_unless_built()
 
 
 def ctl(*args, socket_path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([os.path.join(gw_mod.build_dir(), "controlplane", "mxedgectl"), "--socket", socket_path, *args],
-                          capture_output=True, text=True, timeout=60)
+    return ctl_mod.run(socket_path, *args)
 
 
 def today_utc() -> int:
@@ -245,8 +245,7 @@ def test_reports_config_is_validated(lab, tmp_path):
     bad["tlsrpt"] = {"reports": {"enabled": True, "state_dir": "relative/dir", "from": "no-at-sign"}}
     path = tmp_path / "bad.yaml"
     path.write_text(gw_mod.to_yaml(bad))
-    p = subprocess.run([os.path.join(gw_mod.build_dir(), "controlplane", "mxedgectl"), "config", "validate", str(path)],
-                       capture_output=True, text=True, timeout=30)
+    p = ctl_mod.run(None, "config", "validate", str(path))
     assert p.returncode != 0
     out = p.stdout + p.stderr
     assert "invalid (2 errors)" in out, out

@@ -67,7 +67,7 @@ class TlsRptReceiver:
                     report = json.loads(raw)
                 except Exception as e:  # a malformed report is recorded, not fatal
                     error = str(e)
-                if status == 200 and (path_ok := self.path == delivery_mod.TLSRPT_HTTPS_PATH) is False:
+                if status == 200 and self.path != delivery_mod.TLSRPT_HTTPS_PATH:
                     status = 404
                 with receiver._lock:
                     receiver.posts.append(Post(self.path, ctype, body, status, report, error))

@@ -182,6 +182,29 @@ int main(int argc, char** argv) {
         .kv("needs_restart", fixed.empty() ? std::string("none") : fixed.substr(1));
     return true;
   };
+  if (cfg.tlsrpt().reports().enabled()) {
+    mdeps.tlsrpt_pending = [&report_sender](mgmt::v1::TlsRptResponse* out) {
+      if (!report_sender) return;
+      for (const tlsrpt::PendingReport& p : report_sender->pending()) {
+        auto* o = out->add_outgoing();
+        o->set_day(tlsrpt::format_datetime(p.day).substr(0, 10));
+        o->set_policy_domain(p.domain);
+        o->set_report_id(p.report_id);
+        o->set_due(p.due);
+        o->set_next_attempt(p.next_attempt);
+        o->set_attempts(p.attempts);
+        o->set_successful_sessions(p.successes);
+        o->set_failed_sessions(p.failures);
+        o->set_last_error(p.last_error);
+        for (const auto& t : p.targets) {
+          auto* ot = o->add_targets();
+          ot->set_uri(t.uri);
+          ot->set_done(t.done);
+          ot->set_result(t.result);
+        }
+      }
+    };
+  }
   controlplane::Management management(std::move(mdeps));
   mgmt::MgmtServer mgmt_server("control plane",
                                [&management](const mgmt::v1::Request& r, const mgmt::Peer& p) { return management.handle(r, p); });

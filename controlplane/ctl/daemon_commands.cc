@@ -586,6 +586,34 @@ void add_daemon_commands(CLI::App& app, Ctl& ctl) {
   // tlsrpt outcomes: what the daily reports this gateway sends are made of
   {
     auto* group = app.get_subcommand("tlsrpt");
+    auto* pending = group->add_subcommand(
+        "pending", "This gateway's own daily reports not yet taken by every rua target: day, domain, due or next "
+                   "attempt, attempts, each target's state and the last error. --json: TlsRptResponse.outgoing");
+    pending->callback([&ctl] {
+      v1::Request q;
+      q.mutable_tlsrpt()->set_action(v1::TlsRptRequest::PENDING);
+      v1::Response r;
+      if (!call(ctl, q, &r)) return;
+      if (ctl.json) {
+        print_json(r.tlsrpt());
+        return;
+      }
+      if (r.tlsrpt().outgoing().empty()) {
+        std::cout << "no TLS-RPT reports waiting to be sent\n";
+        return;
+      }
+      for (const auto& o : r.tlsrpt().outgoing()) {
+        std::cout << o.day() << "  " << o.policy_domain() << "  (" << o.successful_sessions() << " ok, " << o.failed_sessions()
+                  << " failed)  " << (o.attempts() == 0 ? "due " + iso_time(o.due())
+                                                          : std::to_string(o.attempts()) + " attempt" + (o.attempts() == 1 ? "" : "s") +
+                                                                ", next " + iso_time(o.next_attempt()))
+                  << "\n";
+        if (o.targets().empty()) std::cout << "    targets not looked up yet (_smtp._tls." << o.policy_domain() << ")\n";
+        for (const auto& t : o.targets())
+          std::cout << "    " << (t.done() ? "sent     " : "waiting  ") << t.uri() << (t.result().empty() ? "" : "  " + t.result()) << "\n";
+        if (!o.last_error().empty()) std::cout << "    last error: " << o.last_error() << "\n";
+      }
+    });
     auto* outcomes = group->add_subcommand(
         "outcomes", "The outbound TLS session outcomes recorded for one UTC day (default today), per policy domain and "
                     "type: what the next daily report to each domain's rua will say. --json: TlsOutcomesResponse (mgmt.proto)");

@@ -138,6 +138,14 @@ v1::Response Management::handle(const v1::Request& request, const mgmt::Peer& pe
     case v1::Request::kPrefix:
     case v1::Request::kRateLimit:
     case v1::Request::kTlsrpt:
+      if (request.tlsrpt().action() == v1::TlsRptRequest::PENDING) {
+        if (!deps_.tlsrpt_pending)
+          return error_response(v1::Error::UNAVAILABLE, "TLS-RPT reports are off (tlsrpt.reports.enabled in the control plane's config)");
+        deps_.tlsrpt_pending(r.mutable_tlsrpt());
+        break;
+      }
+      r = forward(request);
+      break;
     case v1::Request::kTlsOutcomes:
       r = forward(request);
       break;

@@ -75,6 +75,8 @@ struct ManagementDeps {
   // Re-reads the configuration file and applies it on the event base's thread (the caller is
   // there); false with *detail when the file is invalid.
   std::function<bool(std::string* detail)> reload;
+  // TLS-RPT reports waiting to be sent (`tlsrpt pending`); unset when tlsrpt.reports is off.
+  std::function<void(mxedge::mgmt::v1::TlsRptResponse*)> tlsrpt_pending;
 };
 
 class Management {

@@ -591,6 +591,8 @@ v1::Response Admin::tls_outcomes(const v1::TlsOutcomesRequest& req) {
 // Inbound TLS-RPT reports: read from every worker's store (dataplane/trace/tlsrpt_inbound); show
 // parses the stored canonical JSON again for the per-policy view.
 v1::Response Admin::tlsrpt(const v1::TlsRptRequest& req) {
+  if (req.action() == v1::TlsRptRequest::PENDING)
+    return error_response(v1::Error::INVALID_ARGUMENT, "tlsrpt pending is answered by the control plane (its report sender)");
   auto rt = deps_.runtime();
   if (rt->config.tlsrpt().inbound().mailboxes().empty())
     return error_response(v1::Error::UNAVAILABLE,

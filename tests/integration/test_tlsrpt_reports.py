@@ -97,7 +97,7 @@ def enable_reports(lab, offset: int) -> None:
     cp.config["tlsrpt"] = {"reports": {"enabled": True, "organization_name": "mxedge lab", "submitter": SUBMITTER,
                                        "from": "tlsrpt-noreply@lab.test", "contact_info": "mailto:postmaster@lab.test",
                                        "spread": "0s", "state_dir": lab["state_dir"], "ca_file": lab["ca"],
-                                       "retry_min": "2s", "retry_max": "4s"}}
+                                       "retry_min": "5s", "retry_max": "10s"}}
     cp.env = {"MXEDGE_TEST_CLOCK_OFFSET": str(offset)}
     cp.start()
 
@@ -156,10 +156,28 @@ def test_daily_reports_go_to_mailto_and_https_targets_after_the_utc_day_ends(lab
     p = ctl("tlsrpt", "outcomes", "--date", "2001-01-01", socket_path=cp.mgmt_socket)
     assert p.returncode == 0 and "no outbound TLS sessions recorded on 2001-01-01" in p.stdout, p.stdout
 
+    # Reports are still off in the control plane: pending says so (exit 3, how to turn them on).
+    p = ctl("tlsrpt", "pending", socket_path=cp.mgmt_socket)
+    assert p.returncode == 3 and "tlsrpt.reports.enabled" in p.stderr, (p.returncode, p.stdout, p.stderr)
+
     # 2. Midnight: the control plane's report clock is moved to 30 s after the next UTC midnight.
     receiver.fail_next(1)  # the first POST is refused: that report must be retried
     enable_reports(lab, day + 86400 + 30 - int(time.time()))
     cp.wait_log(rf"event=tlsrpt.day_closed day={rfc3339(day)} reports={len(domains)}", timeout=30)
+
+    # While the refused POST waits for its retry, `mxedgectl tlsrpt pending` shows the report: the
+    # mailto target took it, the https one waits with the collector's answer.
+    def waiting():
+        doc = ctl("--json", "tlsrpt", "pending", socket_path=cp.mgmt_socket)
+        assert doc.returncode == 0, (doc.stdout, doc.stderr)
+        out = [o for o in json.loads(doc.stdout).get("outgoing", []) if int(o.get("attempts", 0)) >= 1]
+        return out or None
+    [w] = util.wait_until(waiting, 4.5, interval=0.05, message="the refused report in tlsrpt pending")
+    assert w["day"] == rfc3339(day)[:10] and "HTTP 503" in w["last_error"], w
+    assert [(t["uri"], t["done"]) for t in w["targets"]] == [
+        ("mailto:tlsrpt@dane-ee.dlv.test", True), ("https://reports.dlv.test/v1/tlsrpt", False)], w
+    p = ctl("tlsrpt", "pending", socket_path=cp.mgmt_socket)
+    assert p.returncode == 0 and "waiting  https://reports.dlv.test/v1/tlsrpt" in p.stdout, p.stdout
 
     # 3. https: one accepted POST per policy domain (and the refused one before it).
     posts = receiver.wait_posts(len(domains), timeout=60)
@@ -228,6 +246,8 @@ def test_daily_reports_go_to_mailto_and_https_targets_after_the_utc_day_ends(lab
 
     # 6. Done: nothing left waiting, the day recorded; a restart sends nothing again.
     util.wait_until(lambda: not [f for f in os.listdir(lab["state_dir"]) if f.endswith(".job")], 20, message="jobs done")
+    p = ctl("tlsrpt", "pending", socket_path=cp.mgmt_socket)
+    assert p.returncode == 0 and p.stdout == "no TLS-RPT reports waiting to be sent\n", p.stdout
     with open(os.path.join(lab["state_dir"], "cursor")) as f:
         assert int(f.read()) == day
     n_posts, n_mails = len(receiver.posts), len(report_mails(dl))

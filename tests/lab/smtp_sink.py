@@ -289,10 +289,14 @@ class SmtpSink:
 
     def all_messages(self, include_rejected: bool = False) -> list[SinkMessage]:
         """Every completely received transaction, oldest first."""
+        # List the dump files first, then ask which are still open: a file listed and not open by
+        # then is complete. (The other order reads a file smtp-sink created after the open-file
+        # snapshot as if it were complete: a message cut short, cached for good.)
+        dump_files = self._dump_files()
         open_files = self._open_files()
         found = []
         with self._lock:
-            for run, path in self._dump_files():
+            for run, path in dump_files:
                 if path in open_files:
                     continue  # still being received
                 msg = self._cache.get(path)

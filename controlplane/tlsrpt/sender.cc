@@ -331,14 +331,6 @@ void ReportSender::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void ReportSender::wake() {
-  {
-    std::lock_guard lock(wait_mu_);
-    woken_ = true;
-  }
-  cv_.notify_all();
-}
-
 void ReportSender::run() {
   log::info("tlsrpt.sender_started").kv("state_dir", dir_);
   while (true) {
@@ -349,9 +341,8 @@ void ReportSender::run() {
     for (const auto& p : pending()) wait_s = std::min(wait_s, std::max<int64_t>(1, std::max(p.due, p.next_attempt) - now));
     wait_s = std::min(wait_s, std::max<int64_t>(1, utc_day(now) + kDay - now));
     std::unique_lock lock(wait_mu_);
-    cv_.wait_for(lock, std::chrono::seconds(wait_s), [this] { return stop_ || woken_; });
+    cv_.wait_for(lock, std::chrono::seconds(wait_s), [this] { return stop_; });
     if (stop_) break;
-    woken_ = false;
   }
 }
 
@@ -458,7 +449,7 @@ void ReportSender::create_reports(int64_t now) {
         p.failures += pr.summary.total_failure_session_count;
       }
       std::string werr;
-      if (!write_atomic(base_name(p) + ".json.gz", gzip(to_json(r)), &werr) || !save(p)) {
+      if (!write_atomic(base_name(p) + ".json.gz", https_body(r), &werr) || !save(p)) {
         log::error("tlsrpt.state_write_failed").kv("domain", domain).kv("error", werr);
         return;  // retried from this day on the next pass
       }

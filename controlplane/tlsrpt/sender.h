@@ -117,14 +117,12 @@ class ReportSender {
   void start();  // the sending thread: tick() now and whenever something may be due
   void stop();
   void set_config(const mxedge::config::v1::Config& config);  // reload (identity, timings)
-  void wake();
 
   // One pass: creates the reports of every finished day not yet done, then sends what is due. Returns
   // the number of send attempts made. Thread-compatible: the thread or a test calls it, not both.
   size_t tick();
 
   std::vector<PendingReport> pending() const;
-  const std::string& state_dir() const { return dir_; }
 
  private:
   ReportSender(std::string dir, SenderDeps deps) : dir_(std::move(dir)), deps_(std::move(deps)) {}
@@ -143,7 +141,6 @@ class ReportSender {
   std::condition_variable cv_;
   std::mutex wait_mu_;
   bool stop_ = false;
-  bool woken_ = false;
   std::thread thread_;
   std::string last_outcomes_error_;
 };

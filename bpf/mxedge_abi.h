@@ -134,6 +134,22 @@ struct mxedge_counters {
 	struct mxedge_counter ctr[MXEDGE_CTR_COUNT];
 };
 
+/* What classifier.h decides for a frame; the fast path that ran it delivers and counts. */
+enum mxedge_action {
+	MXEDGE_ACT_PASS = 0,  /* to the kernel stack, untouched */
+	MXEDGE_ACT_DROP = 1,
+	MXEDGE_ACT_STEER = 2, /* to worker `worker` (CPU `cpu`) */
+};
+
+struct mxedge_verdict {
+	__u32 action;	   /* enum mxedge_action */
+	__u32 counter;	   /* the exclusive counter (mxedge_counter_index) */
+	__u32 worker;	   /* MXEDGE_ACT_STEER: the worker index, below MXEDGE_MAX_WORKERS */
+	__u32 cpu;	   /* MXEDGE_ACT_STEER: that worker's CPU (mxedge_config.worker_cpus) */
+	__u32 allowlisted; /* also count MXEDGE_CTR_ALLOWLISTED */
+	__u32 flow_hash;   /* MXEDGE_ACT_STEER: the flow's hash */
+};
+
 /* SK_REUSEPORT: the worker pinned to a CPU (value of the cpu→worker array, indexed by CPU id). A
  * zeroed entry (flags without MXEDGE_CPU_HAS_WORKER) means no worker runs there. */
 #define MXEDGE_CPU_HAS_WORKER (1u << 0)

@@ -29,7 +29,6 @@
 #ifndef MXEDGE_BPF_PARSING_H
 #define MXEDGE_BPF_PARSING_H
 
-#include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
@@ -37,10 +36,8 @@
 #include <linux/tcp.h>
 #include <linux/types.h>
 
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_helpers.h>
-
 #include "mxedge_abi.h"
+#include "portable.h"
 
 enum mxedge_parse_result {
 	MXEDGE_PARSE_TCP = 0, /* a TCP header, complete, inside the datagram */
@@ -97,7 +94,7 @@ static __always_inline int parse_ethernet(void *data, void *data_end, void **l3,
 	type = eth->h_proto;
 	pos = eth + 1;
 
-#pragma unroll
+MXEDGE_UNROLL
 	for (int i = 0; i < MXEDGE_VLAN_MAX_DEPTH; i++) {
 		struct mxedge_vlan_hdr *vlan = pos;
 
@@ -174,7 +171,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct mxedge_pa
 						  XDP */
 	next = ip6->nexthdr;
 
-#pragma unroll
+MXEDGE_UNROLL
 	for (int i = 0; i < MXEDGE_MAX_IPV6_EXT_HEADERS; i++) {
 		void *pos = (void *)(ip6 + 1) + skipped;
 		struct ipv6_opt_hdr *opt = pos;

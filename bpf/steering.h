@@ -13,6 +13,7 @@
 
 #include "mxedge_abi.h"
 #include "parsing.h"
+#include "portable.h"
 
 /* MurmurHash3's 32-bit block mix and finalizer: a few multiplies, good avalanche. */
 static __always_inline __u32 rotl32(__u32 x, int r) { return (x << r) | (x >> (32 - r)); }

@@ -1,8 +1,8 @@
 # Compiler warnings and build modes (release, sanitize, fuzz) shared by every target.
 add_library(mxedge_build_flags INTERFACE)
 target_compile_options(mxedge_build_flags INTERFACE
-  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused
-  -Woverloaded-virtual -Wnull-dereference -Wformat=2 -Wimplicit-fallthrough)
+  -Wall -Wextra -Wpedantic -Wshadow -Wcast-align -Wunused -Wnull-dereference -Wformat=2 -Wimplicit-fallthrough
+  $<$<COMPILE_LANGUAGE:CXX>:-Wnon-virtual-dtor -Woverloaded-virtual>)
 if(MXEDGE_WERROR)
   target_compile_options(mxedge_build_flags INTERFACE -Werror)
 endif()

@@ -25,6 +25,7 @@
 #include "dataplane/stats/stats_server.h"
 #include "dataplane/worker/runtime_config.h"
 #include "dataplane/worker/worker.h"
+#include "dataplane/dpdk/dpdk_fast_path.h"
 #include "dataplane/xdp/libbpf_support.h"
 #include "dataplane/xdp/reuseport_selector.h"
 #include "dataplane/xdp/xdp_program.h"
@@ -91,7 +92,7 @@ xdp::XdpConfig xdp_config(const config::v1::Config& c) {
 }
 
 // The XDP counters as Prometheus families: packets and bytes per reason, per CPU.
-void render_xdp(stats::PrometheusText& out, const xdp::XdpProgram& program) {
+void render_xdp(stats::PrometheusText& out, const xdp::FastPath& program) {
   xdp::XdpCounters counters;
   if (!program.read_counters(&counters).ok()) return;
   out.counter("xdp_packets_total", "Packets seen by the XDP program, by verdict reason and CPU");
@@ -105,6 +106,26 @@ void render_xdp(stats::PrometheusText& out, const xdp::XdpProgram& program) {
   out.counter("xdp_bytes_total", "Bytes seen by the XDP program, by verdict reason (all CPUs)");
   for (unsigned i = 0; i < MXEDGE_CTR_COUNT; ++i) {
     out.sample("xdp_bytes_total", "reason=\"" + xdp::counter_name(i) + "\"", counters.total[i].bytes);
+  }
+  // The DPDK fast path's own figures per lcore (the verdict counters above are the shared ones).
+  const auto* dpdk_path = dynamic_cast<const dpdk::DpdkFastPath*>(&program);
+  if (dpdk_path == nullptr) return;
+  const auto lcores = dpdk_path->lcore_stats();
+  const struct {
+    const char* name;
+    const char* help;
+    uint64_t dpdk::LcoreStats::*field;
+  } families[] = {
+      {"dpdk_rx_wire_packets_total", "Frames the DPDK lcore received from its ports", &dpdk::LcoreStats::rx_wire},
+      {"dpdk_rx_kernel_packets_total", "Frames the DPDK lcore received from the TAP devices (for the ports)", &dpdk::LcoreStats::rx_kernel},
+      {"dpdk_tap_tx_dropped_total", "Classified frames a TAP queue did not take", &dpdk::LcoreStats::tap_tx_dropped},
+      {"dpdk_wire_tx_dropped_total", "Kernel frames a port did not take", &dpdk::LcoreStats::wire_tx_dropped},
+      {"dpdk_syn_buckets_full_total", "New sources admitted without a SYN bucket (table full)", &dpdk::LcoreStats::buckets_full},
+      {"dpdk_syn_buckets_swept_total", "Expired SYN buckets removed", &dpdk::LcoreStats::buckets_swept},
+  };
+  for (const auto& f : families) {
+    out.counter(f.name, f.help);
+    for (const auto& l : lcores) out.sample(f.name, "cpu=\"" + std::to_string(l.cpu) + "\"", l.*f.field);
   }
 }
 
@@ -121,6 +142,7 @@ std::string restart_only_changes(const config::v1::Config& a, const config::v1::
     }
   }
   if (a.workers().SerializeAsString() != b.workers().SerializeAsString()) out += " workers";
+  if (a.dpdk().SerializeAsString() != b.dpdk().SerializeAsString()) out += " dpdk";
   if (a.spool().SerializeAsString() != b.spool().SerializeAsString()) out += " spool";
   if (a.xdp().SerializeAsString() != b.xdp().SerializeAsString()) out += " xdp";
   if (a.stats().SerializeAsString() != b.stats().SerializeAsString()) out += " stats";
@@ -195,10 +217,11 @@ int main(int argc, char** argv) {
 
   // The XDP fast path and, per listener, the SK_REUSEPORT program that hands each connection to the
   // worker pinned to the CPU its packets were steered to.
-  std::unique_ptr<xdp::XdpProgram> fast_path;
+  std::unique_ptr<xdp::FastPath> fast_path;
   std::vector<std::unique_ptr<xdp::ReuseportSelector>> selectors;
   std::mutex fast_path_mu;  // the stats thread reads counters; the main thread owns the program
-  if (!cfg.xdp().interfaces().empty()) {
+  const bool dpdk_mode = !cfg.dpdk().ports().empty();
+  if (!cfg.xdp().interfaces().empty() || dpdk_mode) {
     xdp::route_libbpf_logs();
     xdp::XdpConfig xc = xdp_config(cfg);
     if (auto s = xdp::validate(xc); !s.ok()) {
@@ -208,10 +231,30 @@ int main(int argc, char** argv) {
     if (xc.pin_dir.rfind("/sys/fs/bpf/", 0) == 0 && !xdp::on_bpffs("/sys/fs/bpf")) {
       if (auto s = xdp::mount_bpffs("/sys/fs/bpf"); !s.ok()) log::warning("xdp.bpffs_mount_failed").kv("reason", s.to_string());
     }
-    fast_path = std::make_unique<xdp::XdpProgram>();
-    if (auto s = fast_path->start(xc); !s.ok()) {
-      log::error("dataplane.xdp_failed").kv("reason", s.to_string());
-      return 1;
+    if (dpdk_mode) {
+      // The DPDK fast path: the same classifier on DPDK-bound ports; the kernel gets the flows
+      // through TAP queues whose receive processing runs on each worker's CPU (RPS).
+      const auto& d = cfg.dpdk();
+      dpdk::DpdkConfig dc;
+      dc.eal_args.assign(d.eal_args().begin(), d.eal_args().end());
+      dc.ports.assign(d.ports().begin(), d.ports().end());
+      dc.lcores.assign(d.lcores().begin(), d.lcores().end());
+      dc.tap_prefix = d.tap_prefix();
+      dc.mbufs = d.mbufs();
+      dc.burst = static_cast<uint16_t>(d.burst());
+      auto p = std::make_unique<dpdk::DpdkFastPath>();
+      if (auto s = p->start(xc, dc); !s.ok()) {
+        log::error("dataplane.dpdk_failed").kv("reason", s.to_string());
+        return 1;
+      }
+      fast_path = std::move(p);
+    } else {
+      auto p = std::make_unique<xdp::XdpProgram>();
+      if (auto s = p->start(xc); !s.ok()) {
+        log::error("dataplane.xdp_failed").kv("reason", s.to_string());
+        return 1;
+      }
+      fast_path = std::move(p);
     }
     for (size_t li = 0; li < runtime->listeners.size(); ++li) {
       std::vector<int> fds;
@@ -354,7 +397,7 @@ int main(int argc, char** argv) {
         .kv("next_hop", cfg.next_hop().host() + ":" + std::to_string(cfg.next_hop().port())).kv("spool", cfg.spool().directory())
         .kv("stats", cfg.stats().listen().empty() ? std::string("off") : cfg.stats().listen())
         .kv("management", cfg.management().dataplane_socket())
-        .kv("xdp", fast_path ? std::to_string(fast_path->attachments().size()) + " interface(s)" : std::string("off"));
+        .kv("fast_path", fast_path ? std::string(fast_path->kind()) + " on " + std::to_string(fast_path->attachments().size()) + (dpdk_mode ? " port(s)" : " interface(s)") : std::string("off"));
   }
 
   while (true) {

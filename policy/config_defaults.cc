@@ -100,8 +100,19 @@ void apply_defaults(Config& c) {
   // min_free_bytes 0 is a valid choice (tests on a tiny tmpfs); only the default is non-zero, so the
   // loader cannot tell "unset" from "0" here: the default lives in the YAML example and the demo.
 
+  Dpdk* dp = c.mutable_dpdk();
+  if (!dp->ports().empty()) {
+    if (dp->tap_prefix().empty()) dp->set_tap_prefix("mxtap");
+    if (dp->mbufs() == 0) dp->set_mbufs(8191);
+    if (dp->burst() == 0) dp->set_burst(32);
+    if (dp->lcores().empty()) {
+      const long online = ::sysconf(_SC_NPROCESSORS_ONLN);
+      dp->add_lcores(online > 1 ? static_cast<uint32_t>(online - 1) : 0u);
+    }
+  }
+
   Xdp* x = c.mutable_xdp();
-  if (!x->interfaces().empty()) {
+  if (!x->interfaces().empty() || !dp->ports().empty()) {
     if (x->attach_mode() == XDP_ATTACH_MODE_UNSPECIFIED) x->set_attach_mode(XDP_ATTACH_MODE_NATIVE_OR_GENERIC);
     if (x->pin_dir().empty()) x->set_pin_dir("/sys/fs/bpf/mxedge");
     if (x->smtp_ports().empty()) {
@@ -303,6 +314,28 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (x.has_syn_rate() && x.syn_rate() > 0 && x.has_syn_burst() && x.syn_burst() == 0)
     problem("xdp.syn_burst", "syn_burst must be at least 1 when syn_rate is set");
   if (!x.pin_dir().empty() && x.pin_dir().front() != '/') problem("xdp.pin_dir", "pin_dir must be an absolute path");
+
+  const Dpdk& dk = c.dpdk();
+  if (!dk.ports().empty() && !x.interfaces().empty())
+    problem("dpdk.ports", "the DPDK and XDP fast paths are exclusive: set dpdk.ports or xdp.interfaces, not both");
+  {
+    std::set<std::string> port_names;
+    for (int i = 0; i < dk.ports_size(); ++i)
+      if (dk.ports(i).empty() || !port_names.insert(dk.ports(i)).second)
+        problem("dpdk.ports[" + std::to_string(i) + "]", "empty or repeated port name '" + dk.ports(i) + "'");
+    std::set<uint32_t> lcores;
+    const long online = ::sysconf(_SC_NPROCESSORS_ONLN);
+    for (int i = 0; i < dk.lcores_size(); ++i) {
+      const std::string p = "dpdk.lcores[" + std::to_string(i) + "]";
+      if (online > 0 && dk.lcores(i) >= static_cast<uint32_t>(online)) problem(p, "CPU " + std::to_string(dk.lcores(i)) + " does not exist (this machine has " + std::to_string(online) + ")");
+      if (!lcores.insert(dk.lcores(i)).second) problem(p, "CPU " + std::to_string(dk.lcores(i)) + " is listed twice");
+    }
+    if (dk.burst() > 256) problem("dpdk.burst", "burst must be 1-256");
+    if (dk.tap_prefix().size() > 12) problem("dpdk.tap_prefix", "tap_prefix must be at most 12 characters (interface names are 15)");
+    for (const auto& a : dk.eal_args())
+      if (a == "-l" || a == "--lcores" || a == "-c" || a == "--main-lcore")
+        problem("dpdk.eal_args", "'" + a + "' is set from dpdk.lcores; leave it out of eal_args");
+  }
 
   const Resolver& r = c.resolver();
   if (r.trust_anchor_file().empty() || r.trust_anchor_file().front() != '/')

@@ -10,7 +10,7 @@ packages=(
   # libraries (DESIGN.md: every dependency from Debian's archive)
   libssl-dev openssl protobuf-compiler libprotobuf-dev libyaml-cpp-dev libcli11-dev libfmt-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libbpf-dev bpftool libunbound-dev libldns-dev libcurl4-openssl-dev nlohmann-json3-dev libevent-dev libsqlite3-dev
+  libbpf-dev bpftool libdpdk-dev libunbound-dev libldns-dev libcurl4-openssl-dev nlohmann-json3-dev libevent-dev libsqlite3-dev
   zlib1g-dev
   # the IANA root trust anchor and root hints: the resolver's defaults
   dns-root-data
@@ -18,6 +18,8 @@ packages=(
   postfix swaks libnet-ssleay-perl libio-socket-inet6-perl iproute2 ethtool procps psmisc python3 python3-pytest python3-protobuf ldnsutils nsd unbound xdp-tools
   # the MTA-STS policy host (tests/lab/mta_sts.py) and the client its self-tests use
   nginx-light curl
+  # the DPDK fast path's peer in its benchmark (dpdk-testpmd) and the DPDK tools (dpdk-devbind.py)
+  dpdk dpdk-dev
   # the reference MTA-STS resolver of tests/load/mta_sts/bench_mta_sts.py (mta-sts-daemon)
   postfix-mta-sts-resolver
 )

@@ -414,8 +414,8 @@ v1::Response Admin::trace(const v1::TraceRequest& req) {
 v1::Response Admin::prefix(const v1::PrefixRequest& req) {
   std::lock_guard<std::mutex> lock(*deps_.fast_path_mu);
   if (deps_.fast_path == nullptr || !*deps_.fast_path)
-    return error_response(v1::Error::UNAVAILABLE, "the XDP fast path is off (xdp.interfaces is empty)");
-  xdp::XdpProgram& p = **deps_.fast_path;
+    return error_response(v1::Error::UNAVAILABLE, "the fast path is off (neither xdp.interfaces nor dpdk.ports is set)");
+  xdp::FastPath& p = **deps_.fast_path;
   const xdp::PrefixList list = req.list() == v1::PrefixRequest::ALLOW ? xdp::PrefixList::kAllow : xdp::PrefixList::kBlock;
   v1::Response r;
   if (req.op() == v1::PrefixRequest::LIST) {
@@ -447,8 +447,8 @@ v1::Response Admin::prefix(const v1::PrefixRequest& req) {
 v1::Response Admin::rate_limit(const v1::RateLimitRequest& req) {
   std::lock_guard<std::mutex> lock(*deps_.fast_path_mu);
   if (deps_.fast_path == nullptr || !*deps_.fast_path)
-    return error_response(v1::Error::UNAVAILABLE, "the XDP fast path is off (xdp.interfaces is empty)");
-  xdp::XdpProgram& p = **deps_.fast_path;
+    return error_response(v1::Error::UNAVAILABLE, "the fast path is off (neither xdp.interfaces nor dpdk.ports is set)");
+  xdp::FastPath& p = **deps_.fast_path;
   if (req.set()) {
     if (req.syn_per_second() > 0 && req.burst() == 0)
       return error_response(v1::Error::INVALID_ARGUMENT, "a rate limit needs a burst of at least 1");

@@ -1,11 +1,11 @@
 // The data plane's end of the management API (policy/proto/mxedge/mgmt/v1/mgmt.proto): status, stats,
-// the queue, the message trace, the XDP lists and rate limit, and reload. The control plane forwards
+// the queue, the message trace, the fast path's lists and rate limit, and reload. The control plane forwards
 // these requests here unchanged over management.dataplane_socket (policy/mgmt_socket.h serves it).
 //
 // Threads: requests arrive on the management server's threads. Counters are read as they are (each
 // worker is the only writer of its own); the queue is read and changed on each worker's own thread
 // (posted to its event loop, answered through a future with a timeout), so the message path takes no
-// lock; the XDP program is used under the main thread's fast-path mutex; reload runs the same code
+// lock; the fast path (XDP or DPDK) is used under the main thread's fast-path mutex; reload runs the same code
 // as SIGHUP, serialised with it.
 #pragma once
 
@@ -21,7 +21,7 @@
 #include "dataplane/policy/policy_store.h"
 #include "dataplane/worker/runtime_config.h"
 #include "dataplane/worker/worker.h"
-#include "dataplane/xdp/xdp_program.h"
+#include "dataplane/xdp/fast_path.h"
 #include "mxedge/mgmt/v1/mgmt.pb.h"
 #include "policy/mgmt_socket.h"
 
@@ -29,7 +29,7 @@ namespace mxedge::dataplane {
 
 struct AdminDeps {
   std::vector<worker::Worker*> workers;
-  std::unique_ptr<xdp::XdpProgram>* fast_path = nullptr;  // may hold null (no XDP)
+  std::unique_ptr<xdp::FastPath>* fast_path = nullptr;  // may hold null (no fast path)
   std::mutex* fast_path_mu = nullptr;
   PolicyStore* policies = nullptr;       // null when outbound delivery is off
   PolicyClient* policy_client = nullptr;

@@ -332,7 +332,7 @@ def test_xdp_commands_say_the_fast_path_is_off(planes):
     for args in (["blocklist", "list"], ["blocklist", "add", "192.0.2.0/24"], ["allowlist", "list"], ["ratelimit", "show"]):
         p = ctl(cp, *args, json_out=True)
         assert p.returncode == 3, (args, p.stdout, p.stderr)
-        assert json.loads(p.stdout)["error"]["code"] == "UNAVAILABLE" and "XDP fast path is off" in p.stderr
+        assert json.loads(p.stdout)["error"]["code"] == "UNAVAILABLE" and "the fast path is off" in p.stderr
 
 
 # ---- errors and access ------------------------------------------------------------------------------

@@ -383,5 +383,27 @@ TEST(ConfigLoader, OutboundIntakeListenerRules) {
   EXPECT_EQ(good.config->listeners(0).role(), v1::LISTENER_ROLE_OUTBOUND);
 }
 
+TEST(ConfigLoader, DpdkSectionGetsDefaultsAndItsErrorsAreNamed) {
+  auto ok = load_config_text(std::string(kMinimal) + "dpdk:\n  ports: [net_af_packet0]\n  eal_args: [--no-huge, --vdev, \"net_af_packet0,iface=veth0\"]\n", "d.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.error_text();
+  EXPECT_EQ(ok.config->dpdk().tap_prefix(), "mxtap");
+  EXPECT_EQ(ok.config->dpdk().mbufs(), 8191u);
+  EXPECT_EQ(ok.config->dpdk().burst(), 32u);
+  ASSERT_EQ(ok.config->dpdk().lcores_size(), 1);
+  // The classifier settings are the xdp section's, with its defaults, although no interface is set.
+  EXPECT_EQ(ok.config->xdp().smtp_ports_size(), 3);
+  EXPECT_EQ(ok.config->xdp().syn_rate(), 20u);
+
+  auto bad = load_config_text(std::string(kMinimal) +
+                                  "dpdk:\n  ports: [p0, p0]\n  lcores: [0, 0]\n  burst: 999\n  eal_args: [-l, \"0\"]\n"
+                                  "xdp:\n  interfaces: [eth0]\n",
+                              "d.yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string all = bad.error_text();
+  for (const char* want : {"fast paths are exclusive", "repeated port name 'p0'", "is listed twice", "burst must be 1-256",
+                           "'-l' is set from dpdk.lcores"})
+    EXPECT_NE(all.find(want), std::string::npos) << want << " not in:\n" << all;
+}
+
 }  // namespace
 }  // namespace mxedge::config

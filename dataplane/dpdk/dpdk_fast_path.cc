@@ -146,22 +146,22 @@ Status DpdkFastPath::open(const DpdkOptions& options) {
   const int socket = static_cast<int>(rte_socket_id());
   for (int i = 0; i < 2; ++i) {
     const std::string n = "_" + std::to_string(i) + "_" + name_suffix_;
-    rte_lpm_config c4{};
-    c4.max_rules = options.sizes.source_rules;
-    c4.number_tbl8s = options.sizes.source_tbl8_v4;
-    sides_[i].source_v4 = rte_lpm_create(("mxs4" + n).c_str(), socket, &c4);
-    rte_lpm6_config c6{};
-    c6.max_rules = options.sizes.source_rules_v6;
-    c6.number_tbl8s = options.sizes.source_tbl8_v6;
-    sides_[i].source_v6 = rte_lpm6_create(("mxs6" + n).c_str(), socket, &c6);
-    rte_lpm_config l4{};
-    l4.max_rules = options.sizes.local_rules;
-    l4.number_tbl8s = options.sizes.local_tbl8;
-    sides_[i].local_v4 = rte_lpm_create(("mxl4" + n).c_str(), socket, &l4);
-    rte_lpm6_config l6{};
-    l6.max_rules = options.sizes.local_rules;
-    l6.number_tbl8s = options.sizes.local_tbl8;
-    sides_[i].local_v6 = rte_lpm6_create(("mxl6" + n).c_str(), socket, &l6);
+    const auto lpm4 = [&](const char* kind, uint32_t rules, uint32_t tbl8) {
+      rte_lpm_config c{};
+      c.max_rules = rules;
+      c.number_tbl8s = tbl8;
+      return rte_lpm_create((kind + n).c_str(), socket, &c);
+    };
+    const auto lpm6 = [&](const char* kind, uint32_t rules, uint32_t tbl8) {
+      rte_lpm6_config c{};
+      c.max_rules = rules;
+      c.number_tbl8s = tbl8;
+      return rte_lpm6_create((kind + n).c_str(), socket, &c);
+    };
+    sides_[i].source_v4 = lpm4("mxs4", options.sizes.source_rules, options.sizes.source_tbl8_v4);
+    sides_[i].source_v6 = lpm6("mxs6", options.sizes.source_rules_v6, options.sizes.source_tbl8_v6);
+    sides_[i].local_v4 = lpm4("mxl4", options.sizes.local_rules, options.sizes.local_tbl8);
+    sides_[i].local_v6 = lpm6("mxl6", options.sizes.local_rules, options.sizes.local_tbl8);
     if (!sides_[i].source_v4 || !sides_[i].source_v6 || !sides_[i].local_v4 || !sides_[i].local_v6)
       return Status::error(rte_errno ? rte_errno : ENOMEM, "dpdk: create LPM tables (" + rte_error(rte_errno) + ")");
   }

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <set>
 #include <string>
@@ -217,5 +218,21 @@ class Generator {
  private:
   std::mt19937_64 rng_;
 };
+
+// The config the random and differential tests run: the fixture's lists and local addresses, one
+// worker per CPU, and a SYN rate limit tight enough (5/s, burst 2) that random SYNs meet it.
+inline xdp::XdpConfig random_config(xdp::XdpConfig fixture) {
+  fixture.worker_cpus.clear();
+  for (unsigned cpu = 0; cpu < possible_cpus(); ++cpu) fixture.worker_cpus.push_back(cpu);
+  fixture.syn_rate = 5;
+  fixture.syn_burst = 2;
+  return fixture;
+}
+
+// MXEDGE_BPF_SEED / MXEDGE_BPF_FRAMES, or the fallback.
+inline uint64_t env_or(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::strtoull(v, nullptr, 10) : fallback;
+}
 
 }  // namespace mxedge::bpftest

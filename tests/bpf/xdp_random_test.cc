@@ -23,20 +23,8 @@ namespace {
 
 class XdpRandomTest : public XdpFixture {
  protected:
-  xdp::XdpConfig config() override {
-    xdp::XdpConfig c = XdpFixture::config();
-    c.worker_cpus.clear();
-    for (unsigned cpu = 0; cpu < possible_cpus(); ++cpu) c.worker_cpus.push_back(cpu);
-    c.syn_rate = 5;
-    c.syn_burst = 2;
-    return c;
-  }
+  xdp::XdpConfig config() override { return random_config(XdpFixture::config()); }
 };
-
-uint64_t env_or(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::strtoull(v, nullptr, 10) : fallback;
-}
 
 TEST_F(XdpRandomTest, VerdictsAreDocumentedAndCountersAddUp) {
   const uint64_t seed = env_or("MXEDGE_BPF_SEED", std::random_device{}());

@@ -25,11 +25,6 @@
 namespace mxedge::bpftest {
 namespace {
 
-uint64_t env_or(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::strtoull(v, nullptr, 10) : fallback;
-}
-
 struct Observed {
   unsigned counter = 0;
   bool allowlisted = false;
@@ -54,14 +49,7 @@ class DifferentialTest : public XdpFixture {
  protected:
   static void SetUpTestSuite() { ASSERT_TRUE(dpdktest::start_eal().ok()); }
 
-  xdp::XdpConfig config() override {
-    xdp::XdpConfig c = XdpFixture::config();
-    c.worker_cpus.clear();
-    for (unsigned cpu = 0; cpu < possible_cpus(); ++cpu) c.worker_cpus.push_back(cpu);
-    c.syn_rate = 5;
-    c.syn_burst = 2;
-    return c;
-  }
+  xdp::XdpConfig config() override { return random_config(XdpFixture::config()); }
 
   void SetUp() override {
     XdpFixture::SetUp();

@@ -6,7 +6,8 @@
  *     a local address: pass, pass_not_smtp;
  *   - the source lists: blocklisted and not allowlisted: drop, drop_blocklist;
  *   - a SYN without ACK from a source that is not allowlisted, over its token bucket: drop,
- *     drop_rate_limit;
+ *     drop_rate_limit; from a source without a bucket yet, over the per-CPU new-source budget:
+ *     drop, drop_new_source (and no bucket is created);
  *   - steering on: steer to worker pick_worker(flow_hash) (counted steered_worker_<i> by the
  *     caller once it has delivered the packet there); steering off: pass, pass_smtp.
  * The verdict says what to do and which exclusive counter to bump; the caller does it and counts,
@@ -23,6 +24,7 @@
  *   mxedge_env_bucket(env, key)       the tat_ns of the source's SYN bucket, NULL when it has none
  *   mxedge_env_new_bucket(env, key, tat)  creates it (a full table may evict or refuse; either way
  *                                     the SYN that asked was admitted)
+ *   mxedge_env_new_source_tat(env)    the tat_ns of this CPU's new-source budget (NULL: no budget)
  *   mxedge_env_now(env)               nanoseconds on the clock the buckets use
  *   mxedge_env_flow_hash_seed(env)    the steering hash's seed (steering.h)
  *
@@ -51,6 +53,7 @@ static __always_inline __u64 *mxedge_env_bucket(struct mxedge_env *env,
 						const struct mxedge_rate_key *key);
 static __always_inline void mxedge_env_new_bucket(struct mxedge_env *env,
 						  const struct mxedge_rate_key *key, __u64 tat_ns);
+static __always_inline __u64 *mxedge_env_new_source_tat(struct mxedge_env *env);
 static __always_inline __u64 mxedge_env_now(struct mxedge_env *env);
 static __always_inline __u32 mxedge_env_flow_hash_seed(struct mxedge_env *env);
 
@@ -114,9 +117,10 @@ static __always_inline int mxedge_is_smtp(struct mxedge_env *env, const struct m
 	return mxedge_is_local_v6(env, cfg, pkt);
 }
 
-/* 1 when the SYN fits the source's budget (and is charged to it), 0 when it exceeds it. */
-static __always_inline int mxedge_syn_admitted(struct mxedge_env *env, const struct mxedge_config *cfg,
-					       const struct mxedge_packet *pkt)
+/* MXEDGE_CTR_COUNT when the SYN fits the source's budget (and is charged to it), else the drop
+ * counter: drop_rate_limit over its own bucket, drop_new_source over the new-source budget. */
+static __always_inline __u32 mxedge_syn_admitted(struct mxedge_env *env, const struct mxedge_config *cfg,
+						 const struct mxedge_packet *pkt)
 {
 	struct mxedge_rate_key key = {0};
 	__u64 now = mxedge_env_now(env);
@@ -125,12 +129,21 @@ static __always_inline int mxedge_syn_admitted(struct mxedge_env *env, const str
 	rate_key(pkt, &key);
 	tat = mxedge_env_bucket(env, &key);
 	if (!tat) {
+		/* A new source. Past the new-source budget it is dropped without a bucket, so a
+		 * spoofed flood cannot churn the table faster than the budget. */
+		if (cfg->new_source_interval_ns) {
+			__u64 *budget = mxedge_env_new_source_tat(env);
+
+			if (budget && !gcra_step(cfg->new_source_interval_ns, cfg->new_source_burst_ns,
+						 budget, now))
+				return MXEDGE_CTR_DROP_NEW_SOURCE;
+		}
 		/* A full bucket: this SYN takes one token. Losing an insert race to another CPU
 		 * admits both SYNs, which only a burst of 1 could notice. */
 		mxedge_env_new_bucket(env, &key, now + cfg->syn_interval_ns);
-		return 1;
+		return MXEDGE_CTR_COUNT;
 	}
-	return gcra_admit(cfg, tat, now);
+	return gcra_admit(cfg, tat, now) ? MXEDGE_CTR_COUNT : MXEDGE_CTR_DROP_RATE_LIMIT;
 }
 
 static __always_inline void mxedge_set(struct mxedge_verdict *v, __u32 action, __u32 counter)
@@ -147,7 +160,7 @@ static __always_inline void mxedge_smtp_verdict(struct mxedge_env *env, const st
 	int syn = (tcp_flags & (MXEDGE_TCP_FLAG_SYN | MXEDGE_TCP_FLAG_ACK)) == MXEDGE_TCP_FLAG_SYN;
 	__u32 lists = mxedge_env_source_flags(env, pkt);
 	__u32 workers = cfg->worker_count;
-	__u32 worker;
+	__u32 worker, limited;
 
 	if (lists & MXEDGE_PREFIX_BLOCKED) {
 		if (!(lists & MXEDGE_PREFIX_ALLOWED)) {
@@ -158,9 +171,12 @@ static __always_inline void mxedge_smtp_verdict(struct mxedge_env *env, const st
 	} else if (syn && cfg->syn_interval_ns) {
 		if (lists & MXEDGE_PREFIX_ALLOWED) {
 			v->allowlisted = 1;
-		} else if (!mxedge_syn_admitted(env, cfg, pkt)) {
-			mxedge_set(v, MXEDGE_ACT_DROP, MXEDGE_CTR_DROP_RATE_LIMIT);
-			return;
+		} else {
+			limited = mxedge_syn_admitted(env, cfg, pkt);
+			if (limited != MXEDGE_CTR_COUNT) {
+				mxedge_set(v, MXEDGE_ACT_DROP, limited);
+				return;
+			}
 		}
 	}
 

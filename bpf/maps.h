@@ -68,6 +68,15 @@ struct {
 	__type(value, struct mxedge_rate_bucket);
 } syn_buckets SEC(".maps");
 
+/* This CPU's new-source budget: the GCRA tat_ns that SYNs from sources without a bucket are
+ * charged to (mxedge_config.new_source_interval_ns). Per CPU, so it needs no atomics to scale. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} new_source_tat SEC(".maps");
+
 /* CPU id -> redirect queue (qsize) of that CPU. The loader creates an entry for each worker's CPU;
  * a redirect to a CPU without one falls back to XDP_PASS. */
 struct {

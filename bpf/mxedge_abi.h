@@ -102,11 +102,17 @@ struct mxedge_config {
 	__u8 local_v4[MXEDGE_MAX_INLINE_LOCAL_V4][4]; /* network byte order */
 	__u8 local_v6[MXEDGE_MAX_INLINE_LOCAL_V6][16];
 	__u32 worker_cpus[MXEDGE_MAX_WORKERS]; /* worker index -> CPU id, the key into the cpumap */
+	/* The new-source budget: SYNs from sources that have no SYN bucket yet (never seen, or
+	 * evicted) share one GCRA budget per CPU, so a flood of spoofed sources, each new, cannot
+	 * pass the per-source limit by being new every time. Only consulted when syn_interval_ns is
+	 * set. 1e9 / new sources per second per CPU; 0 turns it off. */
+	__u64 new_source_interval_ns;
+	__u64 new_source_burst_ns; /* (burst - 1) * new_source_interval_ns */
 };
 
 /* Counters. Every packet the XDP program sees is counted in exactly one of the exclusive counters
- * (MXEDGE_CTR_PASS_NOT_SMTP .. MXEDGE_CTR_DROP_RATE_LIMIT and the MXEDGE_CTR_STEERED_WORKER0 + i
- * block), so their sum is the number of packets. MXEDGE_CTR_ALLOWLISTED is not exclusive: it marks
+ * (MXEDGE_CTR_PASS_NOT_SMTP .. MXEDGE_CTR_DROP_RATE_LIMIT, MXEDGE_CTR_DROP_NEW_SOURCE and the
+ * MXEDGE_CTR_STEERED_WORKER0 + i block), so their sum is the number of packets. MXEDGE_CTR_ALLOWLISTED is not exclusive: it marks
  * packets from allowlisted sources that the blocklist matched or that are SYNs the rate limit would
  * have examined; they are also counted as steered or passed. */
 enum mxedge_counter_index {
@@ -119,8 +125,10 @@ enum mxedge_counter_index {
 	MXEDGE_CTR_DROP_BLOCKLIST = 5, /* XDP_DROP: source in the blocklist, not in the allowlist */
 	MXEDGE_CTR_DROP_RATE_LIMIT = 6, /* XDP_DROP: SYN over the source's rate */
 	MXEDGE_CTR_ALLOWLISTED = 7,	/* not exclusive, see above */
+	MXEDGE_CTR_DROP_NEW_SOURCE = 8, /* XDP_DROP: SYN from a source without a bucket, over the
+					 * new-source budget */
 	MXEDGE_CTR_STEERED_WORKER0 =
-	    8, /* XDP_REDIRECT to worker i's CPU: MXEDGE_CTR_STEERED_WORKER0 + i */
+	    9, /* XDP_REDIRECT to worker i's CPU: MXEDGE_CTR_STEERED_WORKER0 + i */
 	MXEDGE_CTR_COUNT = MXEDGE_CTR_STEERED_WORKER0 + MXEDGE_MAX_WORKERS,
 };
 

@@ -109,6 +109,13 @@ static __always_inline void mxedge_env_new_bucket(struct mxedge_env *env __attri
 	bpf_map_update_elem(&syn_buckets, key, &fresh, BPF_NOEXIST);
 }
 
+static __always_inline __u64 *mxedge_env_new_source_tat(struct mxedge_env *env __attribute__((unused)))
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&new_source_tat, &zero);
+}
+
 static __always_inline __u64 mxedge_env_now(struct mxedge_env *env __attribute__((unused)))
 {
 	return use_test_clock ? test_clock_ns : bpf_ktime_get_coarse_ns();

@@ -85,6 +85,8 @@ xdp::XdpConfig xdp_config(const config::v1::Config& c) {
   xc.blocklist.assign(x.blocklist().begin(), x.blocklist().end());
   xc.syn_rate = x.syn_rate();
   xc.syn_burst = x.syn_burst();
+  xc.new_source_syn_rate = x.new_source_syn_rate();
+  xc.new_source_syn_burst = x.new_source_syn_burst();
   xc.steering = x.steering();
   xc.worker_cpus.assign(c.workers().cores().begin(), c.workers().cores().end());
   xc.cpumap_qsize = x.cpumap_qsize();

@@ -120,6 +120,9 @@ void apply_defaults(Config& c) {
     }
     if (!x->has_syn_rate()) x->set_syn_rate(20);
     if (!x->has_syn_burst()) x->set_syn_burst(std::max<uint32_t>(1, 2 * x->syn_rate()));
+    if (!x->has_new_source_syn_rate()) x->set_new_source_syn_rate(x->syn_rate() > 0 ? 1000 : 0);
+    if (!x->has_new_source_syn_burst())
+      x->set_new_source_syn_burst(std::max<uint32_t>(1, 2 * x->new_source_syn_rate()));
     if (!x->has_steering()) x->set_steering(true);
     if (x->cpumap_qsize() == 0) x->set_cpumap_qsize(2048);
   }
@@ -313,6 +316,14 @@ void validate(const Config& c, const ProblemSink& problem) {
   }
   if (x.has_syn_rate() && x.syn_rate() > 0 && x.has_syn_burst() && x.syn_burst() == 0)
     problem("xdp.syn_burst", "syn_burst must be at least 1 when syn_rate is set");
+  if (x.has_new_source_syn_rate() && x.new_source_syn_rate() > 0) {
+    if (x.has_new_source_syn_burst() && x.new_source_syn_burst() == 0)
+      problem("xdp.new_source_syn_burst", "new_source_syn_burst must be at least 1 when new_source_syn_rate is set");
+    if (x.has_syn_rate() && x.syn_rate() == 0)
+      problem("xdp.new_source_syn_rate",
+              "the new-source budget needs the per-source limit (syn_rate > 0): a new source is one without a SYN bucket");
+  }
+  if (x.new_source_syn_rate() > 1000000000u) problem("xdp.new_source_syn_rate", "above 1e9 per second");
   if (!x.pin_dir().empty() && x.pin_dir().front() != '/') problem("xdp.pin_dir", "pin_dir must be an absolute path");
 
   const Dpdk& dk = c.dpdk();

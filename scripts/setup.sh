@@ -20,6 +20,9 @@ packages=(
   nginx-light curl
   # the DPDK fast path's peer in its benchmark (dpdk-testpmd) and the DPDK tools (dpdk-devbind.py)
   dpdk dpdk-dev
+  # the load scenarios' plots (tests/load/scenarios) and trafgen, the packet generator mxedge-pktgen is
+  # measured against (tests/load/pktgen)
+  python3-matplotlib netsniff-ng
   # the reference MTA-STS resolver of tests/load/mta_sts/bench_mta_sts.py (mta-sts-daemon)
   postfix-mta-sts-resolver
 )

@@ -706,6 +706,12 @@ void add_daemon_commands(CLI::App& app, Ctl& ctl) {
       if (ctl.json) print_json(r);
       else if (r.syn_per_second() == 0) std::cout << "SYN rate limit: off\n";
       else std::cout << "SYN rate limit: " << r.syn_per_second() << " SYN/s per source, burst " << r.burst() << "\n";
+      if (!ctl.json && r.syn_per_second() != 0) {
+        if (r.new_source_per_second() == 0) std::cout << "new-source budget: off\n";
+        else
+          std::cout << "new-source budget: " << r.new_source_per_second() << " new sources/s per CPU, burst "
+                    << r.new_source_burst() << "\n";
+      }
     };
     group->add_subcommand("show", "The current limit")->callback([&ctl, print] {
       v1::Request q;

@@ -459,6 +459,11 @@ v1::Response Admin::rate_limit(const v1::RateLimitRequest& req) {
   const uint64_t interval = p.config().syn_interval_ns;
   r.mutable_rate_limit()->set_syn_per_second(interval == 0 ? 0 : static_cast<uint32_t>((1000000000ULL + interval / 2) / interval));
   r.mutable_rate_limit()->set_burst(interval == 0 ? 0 : static_cast<uint32_t>(p.config().syn_burst_ns / interval + 1));
+  const uint64_t ns_interval = p.config().new_source_interval_ns;
+  if (ns_interval != 0 && interval != 0) {  // the budget only acts with the per-source limit on
+    r.mutable_rate_limit()->set_new_source_per_second(static_cast<uint32_t>((1000000000ULL + ns_interval / 2) / ns_interval));
+    r.mutable_rate_limit()->set_new_source_burst(static_cast<uint32_t>(p.config().new_source_burst_ns / ns_interval + 1));
+  }
   return r;
 }
 

@@ -86,6 +86,12 @@ uint64_t mxedge_dpdk_now_ns(const struct mxedge_env *env)
 	return (uint64_t)(((unsigned __int128)rte_rdtsc() * env->ns_per_tsc_q32) >> 32);
 }
 
+/* Per lcore, as the XDP program's is per CPU. */
+static __always_inline __u64 *mxedge_env_new_source_tat(struct mxedge_env *env)
+{
+	return (__u64 *)&env->new_source_tat;
+}
+
 /* Once per burst: a SYN's bucket needs the time, and the burst takes well under a microsecond. */
 static __always_inline __u64 mxedge_env_now(struct mxedge_env *env)
 {

@@ -57,6 +57,7 @@ struct mxedge_env {
 	int now_valid;
 	uint32_t flow_hash_seed;
 	uint32_t sweep_next;   /* rte_hash_iterate cursor of the sweep */
+	uint64_t new_source_tat; /* this lcore's new-source budget (mxedge_config.new_source_*) */
 	uint64_t buckets_full; /* new sources admitted without a bucket because the table was full */
 	uint64_t buckets_swept;
 };

@@ -38,6 +38,7 @@ uint64_t XdpCounters::steered_total() const {
 uint64_t XdpCounters::all_packets() const {
   uint64_t n = steered_total();
   for (unsigned i = MXEDGE_CTR_PASS_NOT_SMTP; i <= MXEDGE_CTR_DROP_RATE_LIMIT; ++i) n += packets(i);
+  n += packets(MXEDGE_CTR_DROP_NEW_SOURCE);
   return n;
 }
 
@@ -59,6 +60,8 @@ std::string counter_name(unsigned index) {
       return "drop_rate_limit";
     case MXEDGE_CTR_ALLOWLISTED:
       return "allowlisted";
+    case MXEDGE_CTR_DROP_NEW_SOURCE:
+      return "drop_new_source";
     default:
       break;
   }
@@ -87,6 +90,7 @@ Status FastPath::apply(const XdpConfig& config) {
     if (auto s = add_prefix(PrefixList::kBlock, p); !s.ok()) return s;
   }
   if (auto s = set_rate_limit(config.syn_rate, config.syn_burst); !s.ok()) return s;
+  if (auto s = set_new_source_limit(config.new_source_syn_rate, config.new_source_syn_burst); !s.ok()) return s;
   if (auto s = set_workers(config.worker_cpus, config.cpumap_qsize); !s.ok()) return s;
   return set_steering(config.steering);
 }
@@ -259,6 +263,21 @@ Status FastPath::set_rate_limit(uint32_t syn_per_second, uint32_t burst) {
     uint64_t interval = (1000000000ull + syn_per_second / 2) / syn_per_second;
     config_.syn_interval_ns = interval;
     config_.syn_burst_ns = (static_cast<uint64_t>(burst) - 1) * interval;
+  }
+  return publish_config();
+}
+
+Status FastPath::set_new_source_limit(uint32_t per_second, uint32_t burst) {
+  if (auto s = require_loaded("set_new_source_limit"); !s.ok()) return s;
+  if (per_second > 0 && burst == 0) return Status::error(EINVAL, "new-source limit: burst must be at least 1");
+  if (per_second > 1000000000u) return Status::error(EINVAL, "new-source limit: above 1e9 per second");
+  if (per_second == 0) {
+    config_.new_source_interval_ns = 0;
+    config_.new_source_burst_ns = 0;
+  } else {
+    uint64_t interval = (1000000000ull + per_second / 2) / per_second;
+    config_.new_source_interval_ns = interval;
+    config_.new_source_burst_ns = (static_cast<uint64_t>(burst) - 1) * interval;
   }
   return publish_config();
 }

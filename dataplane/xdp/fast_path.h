@@ -74,7 +74,7 @@ struct XdpCounters {
 };
 
 // "pass_not_smtp", "pass_fragment", "malformed", "pass_smtp", "pass_no_worker", "drop_blocklist",
-// "drop_rate_limit", "allowlisted", "steered_worker_<i>".
+// "drop_rate_limit", "allowlisted", "drop_new_source", "steered_worker_<i>".
 std::string counter_name(unsigned index);
 
 // Where a fast path takes packets from: an interface with the XDP program attached, or a DPDK port.
@@ -102,6 +102,8 @@ class FastPath {
   Status remove_prefix(PrefixList list, std::string_view prefix);
   Status list_prefixes(PrefixList list, std::vector<IpPrefix>* out) const;
   Status set_rate_limit(uint32_t syn_per_second, uint32_t burst);  // 0 per second: no limit
+  // The new-source budget, per CPU (see XdpConfig::new_source_syn_rate); 0 per second: off.
+  Status set_new_source_limit(uint32_t per_second, uint32_t burst);
   Status set_smtp_ports(std::span<const uint16_t> ports);
   Status set_local_addresses(std::span<const std::string> prefixes);  // replaces; empty = any
   // Worker i runs on worker_cpus[i]; every worker CPU gets a queue of qsize frames (XDP: a cpumap

@@ -51,6 +51,11 @@ Status validate(const XdpConfig& config) {
 
   if (config.syn_rate > 0 && config.syn_burst == 0) return invalid("syn_burst: must be at least 1");
   if (config.syn_rate > 1000000000u) return invalid("syn_rate: above 1e9 per second");
+  if (config.new_source_syn_rate > 0) {
+    if (config.new_source_syn_burst == 0) return invalid("new_source_syn_burst: must be at least 1");
+    if (config.syn_rate == 0) return invalid("new_source_syn_rate: needs syn_rate > 0");
+    if (config.new_source_syn_rate > 1000000000u) return invalid("new_source_syn_rate: above 1e9 per second");
+  }
 
   if (config.worker_cpus.size() > MXEDGE_MAX_WORKERS) {
     return invalid("worker_cpus: at most " + std::to_string(MXEDGE_MAX_WORKERS) + " workers");

@@ -35,6 +35,11 @@ struct XdpConfig {
 
   uint32_t syn_rate = 20;   // new connections (SYNs) per second per source /32 or /64; 0 = no limit
   uint32_t syn_burst = 40;  // SYNs a source may send at once; >= 1 when syn_rate > 0
+  // The new-source budget (mxedge_config.new_source_interval_ns): SYNs from sources without a
+  // bucket, per second and at once, per CPU; 0 = off (the config file's default is 1000/2000).
+  // Needs syn_rate > 0.
+  uint32_t new_source_syn_rate = 0;
+  uint32_t new_source_syn_burst = 0;
 
   bool steering = true;                  // off: SMTP packets get plain XDP_PASS (NIC RSS does the job)
   std::vector<unsigned> worker_cpus;     // worker index -> CPU id; at most MXEDGE_MAX_WORKERS

@@ -23,7 +23,7 @@ constexpr std::string_view kProgramName = "mxedge_xdp_smtp";  // as the kernel r
 static_assert(sizeof(mxedge_counters) % 8 == 0, "per-CPU values are laid out at 8-byte strides");
 static_assert(sizeof(mxedge_config) == 4 + 4 + 2 * MXEDGE_MAX_SMTP_PORTS + 8 + 8 + 4 + 4 +
                                            4 * MXEDGE_MAX_INLINE_LOCAL_V4 + 16 * MXEDGE_MAX_INLINE_LOCAL_V6 +
-                                           4 * MXEDGE_MAX_WORKERS,
+                                           4 * MXEDGE_MAX_WORKERS + 8 + 8,
               "mxedge_config must have no implicit padding");
 
 std::string errno_text(int err) {

@@ -138,7 +138,8 @@ TEST_F(XdpPinTest, EveryMapIsPinnedButTheProgramsOwnData) {
   std::set<std::string> names;
   for (const auto& e : std::filesystem::directory_iterator(dir_)) names.insert(e.path().filename());
   const std::set<std::string> want = {"config",   "source_lists_v4", "source_lists_v6", "local_v4",
-                                      "local_v6", "syn_buckets",     "counters",        "worker_cpumap"};
+                                      "local_v6", "syn_buckets",     "counters",        "worker_cpumap",
+                                      "new_source_tat"};
   EXPECT_EQ(names, want);
 }
 

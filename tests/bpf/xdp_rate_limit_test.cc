@@ -113,6 +113,38 @@ TEST_F(XdpRateLimitTest, SettingsChangeWhileRunning) {
   expect_admitted(syn("203.0.113.77"));
 }
 
+// The new-source budget (2 per second, burst 3, per CPU): SYNs from sources without a bucket draw on
+// it; past it they are dropped as drop_new_source and create no bucket, so a source known before
+// keeps its own budget and a spoofed flood cannot fill the table faster than the budget. The budget
+// is per CPU, so the test stays on one.
+TEST_F(XdpRateLimitTest, NewSourcesShareABudgetKnownSourcesKeepTheirs) {
+  ASSERT_TRUE(pin_to_cpu(0));
+  MXEDGE_ASSERT_OK(prog_.set_new_source_limit(2, 3));
+  expect_admitted(syn(kPeer4, 1));  // known from here on: it has a bucket
+  expect_admitted(syn("198.18.0.1"));
+  expect_admitted(syn6("2001:db8:77::1"));  // both families share the budget
+  for (const char* spoofed : {"198.18.0.2", "198.18.0.3", "198.18.0.4"})
+    expect(syn(spoofed), XDP_DROP, MXEDGE_CTR_DROP_NEW_SOURCE);
+  expect(syn6("2001:db8:78::1"), XDP_DROP, MXEDGE_CTR_DROP_NEW_SOURCE);
+  // The known sources still have their own buckets (burst 3: two SYNs left for kPeer4).
+  expect_admitted(syn(kPeer4, 2));
+  expect_admitted(syn("198.18.0.1", 2));
+  // A dropped new source got no bucket: it is still new, and still over the budget.
+  expect(syn("198.18.0.2"), XDP_DROP, MXEDGE_CTR_DROP_NEW_SOURCE);
+  // Established traffic from a source the budget refused is not limited at all.
+  expect(PacketBuilder().ipv4("198.18.0.3", kLocal4).tcp(5, 25, kAck).bytes(), kSteered, MXEDGE_CTR_STEERED_WORKER0);
+  // Allowlisted sources never touch the budget.
+  expect(syn(kAllowed4), kSteered, MXEDGE_CTR_STEERED_WORKER0, /*allowlisted=*/true);
+  // Half a second refills one new source.
+  advance(500 * kMs);
+  expect_admitted(syn("198.18.0.2"));
+  expect(syn("198.18.0.5"), XDP_DROP, MXEDGE_CTR_DROP_NEW_SOURCE);
+  // Off again: every new source is admitted.
+  MXEDGE_ASSERT_OK(prog_.set_new_source_limit(0, 0));
+  for (const char* spoofed : {"198.18.0.5", "198.18.0.6", "198.18.0.7", "198.18.0.8"}) expect_admitted(syn(spoofed));
+  EXPECT_FALSE(prog_.set_new_source_limit(5, 0).ok());
+}
+
 // On the real clock (bpf_ktime_get_ns): 10 per second, burst 1. Whether the second SYN comes within
 // 100 ms is up to the scheduler, so that case is checked only when it did.
 TEST(XdpRateLimitRealClockTest, RefillsWithTime) {

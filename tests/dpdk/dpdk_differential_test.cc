@@ -49,9 +49,18 @@ class DifferentialTest : public XdpFixture {
  protected:
   static void SetUpTestSuite() { ASSERT_TRUE(dpdktest::start_eal().ok()); }
 
-  xdp::XdpConfig config() override { return random_config(XdpFixture::config()); }
+  // The random tests' config plus a new-source budget (2 per second per CPU, burst 5), which the
+  // random corpus's 25 peer sources exhaust: each side keeps it per CPU / per lcore, so the XDP side
+  // stays on CPU 0.
+  xdp::XdpConfig config() override {
+    xdp::XdpConfig c = random_config(XdpFixture::config());
+    c.new_source_syn_rate = 2;
+    c.new_source_syn_burst = 5;
+    return c;
+  }
 
   void SetUp() override {
+    ASSERT_TRUE(pin_to_cpu(0));
     XdpFixture::SetUp();
     dpdk::DpdkOptions options;
     options.test_clock = true;
@@ -151,7 +160,7 @@ TEST_F(DifferentialTest, RandomAndDamagedFramesGiveIdenticalVerdicts) {
   Generator gen(seed);
   uint64_t clock = 1000000000000ull;
   set_clock(clock);
-  uint64_t rate_drops = 0;
+  uint64_t rate_drops = 0, new_source_drops = 0;
   for (uint64_t i = 0; i < frames; ++i) {
     if (gen.uniform(0, 9) == 0) {
       clock += static_cast<uint64_t>(gen.uniform(0, 2000)) * 1000;  // up to 2 ms
@@ -165,14 +174,17 @@ TEST_F(DifferentialTest, RandomAndDamagedFramesGiveIdenticalVerdicts) {
     const Observed d = dpdk_side(frame, &v);
     ++compared_;
     if (d.counter == MXEDGE_CTR_DROP_RATE_LIMIT) ++rate_drops;
+    if (d.counter == MXEDGE_CTR_DROP_NEW_SOURCE) ++new_source_drops;
     if (!(x == d)) {
       FAIL() << "frame " << i << " (seed " << seed << "): XDP " << describe(x) << ", DPDK " << describe(d) << "\nframe "
              << hex(frame);
     }
   }
-  std::printf("compared %llu frames, %llu dropped by the rate limit on both sides\n",
-              static_cast<unsigned long long>(compared_), static_cast<unsigned long long>(rate_drops));
+  std::printf("compared %llu frames, %llu dropped by the rate limit and %llu by the new-source budget on both sides\n",
+              static_cast<unsigned long long>(compared_), static_cast<unsigned long long>(rate_drops),
+              static_cast<unsigned long long>(new_source_drops));
   EXPECT_GT(rate_drops, 0u) << "the corpus never exercised the SYN buckets";
+  EXPECT_GT(new_source_drops, 0u) << "the corpus never exercised the new-source budget";
 }
 
 TEST_F(DifferentialTest, ApiChangesReachBothPathsAlike) {

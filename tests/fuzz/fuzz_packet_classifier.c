@@ -3,7 +3,7 @@
  * own (a linear longest-match over a few prefixes, a small bucket table), because the classifier is
  * what takes the hostile bytes; the DPDK tables are exercised by tests/dpdk/.
  *
- * Input: byte 0 picks the config (local addresses any / inline / LPM, steering, rate limit, one or
+ * Input: byte 0 picks the config (local addresses any / inline / LPM, steering, rate limit, new-source budget, one or
  * several workers), byte 1 the clock step; the rest is the frame. Checked for every input: the
  * parsers read nothing outside the frame (ASan), and the verdict is coherent: an exclusive counter,
  * drops only for malformed/blocklist/rate limit, a steered frame's counter is its worker's and the
@@ -30,6 +30,7 @@ struct mxedge_env {
 	struct mxedge_rate_key keys[BUCKETS];
 	__u64 tat[BUCKETS];
 	unsigned used;
+	__u64 new_source_tat;
 	__u64 now;
 };
 
@@ -104,6 +105,11 @@ static void mxedge_env_new_bucket(struct mxedge_env *env, const struct mxedge_ra
 	env->tat[env->used++] = tat_ns;
 }
 
+static __u64 *mxedge_env_new_source_tat(struct mxedge_env *env)
+{
+	return &env->new_source_tat;
+}
+
 static __u64 mxedge_env_now(struct mxedge_env *env)
 {
 	return env->now;
@@ -154,6 +160,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (mode & 8) {
 		c->syn_interval_ns = 200000000; /* 5 per second, burst 2 */
 		c->syn_burst_ns = 200000000;
+		if (mode & 128) { /* new sources: 2 per second, burst 1 */
+			c->new_source_interval_ns = 500000000;
+			c->new_source_burst_ns = 0;
+		}
 	}
 	c->worker_count = (mode >> 4) & 7; /* 0..7 workers */
 	for (unsigned i = 0; i < c->worker_count; i++)
@@ -173,7 +183,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	switch (v.action) {
 	case MXEDGE_ACT_DROP:
 		if (v.counter != MXEDGE_CTR_MALFORMED && v.counter != MXEDGE_CTR_DROP_BLOCKLIST &&
-		    v.counter != MXEDGE_CTR_DROP_RATE_LIMIT)
+		    v.counter != MXEDGE_CTR_DROP_RATE_LIMIT &&
+		    !(v.counter == MXEDGE_CTR_DROP_NEW_SOURCE && c->new_source_interval_ns))
 			__builtin_trap();
 		break;
 	case MXEDGE_ACT_STEER:

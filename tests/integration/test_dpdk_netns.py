@@ -312,8 +312,10 @@ def test_blocklisted_source_cannot_connect_through_dpdk(dpdk_lab):
 
     # The SYN rate limit: one new connection per second, burst 1, then a quick series of connects
     # from one source: most SYNs are dropped by the lcore.
-    assert ctl.ok_json(sock, "ratelimit", "show") == {"syn_per_second": 1000, "burst": 2000}
-    assert ctl.ok_json(sock, "ratelimit", "set", "--rate", "1", "--burst", "1") == {"syn_per_second": 1, "burst": 1}
+    budget = {"new_source_per_second": 1000, "new_source_burst": 2000}  # the config's defaults
+    assert ctl.ok_json(sock, "ratelimit", "show") == {"syn_per_second": 1000, "burst": 2000, **budget}
+    assert ctl.ok_json(sock, "ratelimit", "set", "--rate", "1", "--burst", "1") == {"syn_per_second": 1, "burst": 1,
+                                                                                   **budget}
     burst = netns.sh("ip", "netns", "exec", lab.ns_peer, "python3", "-c", f"""
 import socket
 ok = 0
@@ -332,7 +334,8 @@ print(ok)
     # The first SYN takes the burst, then one per second: 6 tries within at most 1.8 s.
     assert 1 <= int(burst.stdout) <= 3, burst.stdout
     assert int(ctl.ok_json(sock, "stats")["xdp_packets"]["drop_rate_limit"]) > 0
-    assert ctl.ok_json(sock, "ratelimit", "set", "--rate", "0") == {"syn_per_second": 0, "burst": 0}
+    assert ctl.ok_json(sock, "ratelimit", "set", "--rate", "0") == {"syn_per_second": 0, "burst": 0,
+        "new_source_per_second": 0, "new_source_burst": 0}  # the budget acts only with the per-source limit
     r = swaks(lab, 5)
     assert r.returncode == 0 and "queued as" in r.stdout, r.stdout + r.stderr
     assert "event=mgmt.change plane=dataplane" in open(log_path).read()

@@ -135,10 +135,16 @@ def test_mxedgectl_manages_the_xdp_lists_and_rate_limit(veth_lab):
     assert bad.returncode == 2 and "invalid prefix 'not-an-address'" in bad.stderr
     assert ok("blocklist", "list")["prefixes"] == []  # nothing of a bad request was applied
 
-    assert ok("ratelimit", "show") == {"syn_per_second": 1000, "burst": 100}
-    assert ok("ratelimit", "set", "--rate", "5", "--burst", "10") == {"syn_per_second": 5, "burst": 10}
-    assert "5 SYN/s per source, burst 10" in ctl("ratelimit", "show").stdout
-    assert ok("ratelimit", "set", "--rate", "0") == {"syn_per_second": 0, "burst": 0}
+    # The config's new-source budget (its defaults) is shown beside the per-source limit.
+    assert ok("ratelimit", "show") == {"syn_per_second": 1000, "burst": 100, "new_source_per_second": 1000,
+                                       "new_source_burst": 2000}
+    assert ok("ratelimit", "set", "--rate", "5", "--burst", "10") == {
+        "syn_per_second": 5, "burst": 10, "new_source_per_second": 1000, "new_source_burst": 2000}
+    shown = ctl("ratelimit", "show").stdout
+    assert "5 SYN/s per source, burst 10" in shown
+    assert "new-source budget: 1000 new sources/s per CPU, burst 2000" in shown
+    assert ok("ratelimit", "set", "--rate", "0") == {"syn_per_second": 0, "burst": 0,
+        "new_source_per_second": 0, "new_source_burst": 0}  # the budget acts only with the per-source limit
     assert "SYN rate limit: off" in ctl("ratelimit", "show").stdout
 
     stats = ok("stats")

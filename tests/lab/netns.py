@@ -59,12 +59,14 @@ def total(text: str, name: str, **label_prefixes: str) -> int:
 
 class VethLab:
     def __init__(self, prefix: str, gw_ip: str, peer_ips: list[str], prefix_len: int = 24,
-                 quiet_link: bool = False):
-        """quiet_link: no IPv6, no forwarding, static neighbours — only the test's frames cross the link."""
+                 quiet_link: bool = False, queues: int = 1):
+        """quiet_link: no IPv6, no forwarding, static neighbours — only the test's frames cross the link.
+        queues: TX and RX queues of each veth (a veth's receive ring and NAPI are per queue)."""
         tag = f"{os.getpid() % 100000}"
         self.ns_gw, self.ns_peer = f"{prefix}g{tag}", f"{prefix}p{tag}"
         self.v_gw, self.v_peer = self.ns_gw, self.ns_peer
         self.gw_ip, self.peer_ips, self.prefix_len, self.quiet_link = gw_ip, list(peer_ips), prefix_len, quiet_link
+        self.queues = queues
         self.work = tempfile.mkdtemp(prefix=f"mxedge-{prefix}-")
         os.chmod(self.work, 0o755)
         self.bpffs = os.path.join(self.work, "bpffs")
@@ -89,8 +91,9 @@ class VethLab:
             if self.quiet_link:
                 sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                    "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0")
-        sh("ip", "link", "add", self.v_gw, "netns", self.ns_gw, "type", "veth", "peer", "name", self.v_peer,
-           "netns", self.ns_peer)
+        q = ["numtxqueues", str(self.queues), "numrxqueues", str(self.queues)]
+        sh("ip", "link", "add", self.v_gw, *q, "netns", self.ns_gw, "type", "veth", "peer", "name", self.v_peer,
+           *q, "netns", self.ns_peer)
         for ns, dev, addrs in ((self.ns_gw, self.v_gw, [self.gw_ip]), (self.ns_peer, self.v_peer, self.peer_ips)):
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             for a in addrs:

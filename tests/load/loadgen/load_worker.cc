@@ -63,6 +63,8 @@ bool LoadWorker::init() {
 }
 
 void LoadWorker::run() {
+  ctx_.run_start_ns = control_.start_ns;
+  stats_.timeline_enabled = config_.timeline;
   if (config_.duration_s > 0) {
     duration_end_ = control_.start_ns + static_cast<std::int64_t>(config_.duration_s * 1e9);
   }

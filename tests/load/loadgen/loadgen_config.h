@@ -77,6 +77,7 @@ struct LoadgenConfig {
 
   // Reporting.
   std::string json_path;
+  bool timeline = false;  // per-second slots in the JSON report (RunStats::timeline)
   bool quiet = false;
   bool exit_on_error = false;
 

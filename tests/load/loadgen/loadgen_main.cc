@@ -131,6 +131,7 @@ struct Options {
   double hold = 0;
   std::vector<std::string> source_addresses;
   std::string json;
+  bool timeline = false;
   bool quiet = false;
   bool exit_on_error = false;
 };
@@ -182,6 +183,7 @@ std::optional<std::string> build_config(const Options& o, bool concurrency_given
   if (!c.sni.empty() && !is_safe_token(c.sni)) return "--sni: not a host name";
 
   c.threads = o.threads;
+  c.timeline = o.timeline;
   c.rate = o.rate;
   c.duration_s = o.duration;
   c.timeout_s = o.timeout;
@@ -480,6 +482,9 @@ int main(int argc, char** argv) {
                  "(comma-separated), to get past the ephemeral port range")
       ->delimiter(',')
       ->type_name("ADDR,...");
+  app.add_flag("--timeline", o.timeline,
+               "Add a per-second timeline to the JSON report: sessions ended ok/failed and session latency "
+               "percentiles (connect to end) in each second of the run");
   app.add_option("--json", o.json, "Also write the report as one JSON object to FILE (- = stdout)")->type_name("FILE");
   app.add_flag("--quiet,-q", o.quiet, "No progress line (and no text report with --json -)");
   app.add_flag("--exit-on-error", o.exit_on_error, "Stop the run at the first failed session (exit status 1)");

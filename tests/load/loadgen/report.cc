@@ -146,7 +146,21 @@ std::string json_report(const LoadgenConfig& config, const RunStats& stats, doub
   append_latency(out, "starttls", stats.starttls);
   out += ',';
   append_latency(out, "data_to_250", stats.data_to_250);
-  out += "},\"tls\":{\"versions\":";
+  out += '}';
+  if (stats.timeline_enabled) {
+    // One entry per second of the run, by the time sessions ended.
+    out += ",\"timeline\":[";
+    for (std::size_t i = 0; i < stats.timeline.size(); ++i) {
+      const TimelineSlot& s = stats.timeline[i];
+      add(out, "{}{{\"t\":{},\"sessions_ok\":{},\"sessions_failed\":{},\"session_ms\":{{\"p50\":{:.3f},"
+          "\"p90\":{:.3f},\"p99\":{:.3f},\"max\":{:.3f}}}}}",
+          i == 0 ? "" : ",", i, s.sessions_ok, s.sessions_failed, static_cast<double>(s.session.quantile(0.5)) / 1e6,
+          static_cast<double>(s.session.quantile(0.9)) / 1e6, static_cast<double>(s.session.quantile(0.99)) / 1e6,
+          static_cast<double>(s.session.max()) / 1e6);
+    }
+    out += ']';
+  }
+  out += ",\"tls\":{\"versions\":";
   append_count_map(out, stats.tls_versions);
   out += ",\"ciphers\":";
   append_count_map(out, stats.tls_ciphers);

@@ -53,7 +53,29 @@ void RunStats::record_error(ErrorClass error_class, std::string_view key, std::s
   }
 }
 
+void TimelineSlot::merge(const TimelineSlot& other) {
+  sessions_ok += other.sessions_ok;
+  sessions_failed += other.sessions_failed;
+  session.merge(other.session);
+}
+
+void RunStats::record_session_end(std::int64_t since_start_ns, bool ok, std::int64_t duration_ns) {
+  if (!timeline_enabled) return;
+  std::size_t slot = since_start_ns <= 0 ? 0 : static_cast<std::size_t>(since_start_ns / 1'000'000'000);
+  slot = std::min(slot, kMaxTimelineSlots - 1);
+  if (timeline.size() <= slot) timeline.resize(slot + 1);
+  if (ok) {
+    ++timeline[slot].sessions_ok;
+    timeline[slot].session.record(duration_ns);
+  } else {
+    ++timeline[slot].sessions_failed;
+  }
+}
+
 void RunStats::merge(const RunStats& other) {
+  timeline_enabled = timeline_enabled || other.timeline_enabled;
+  if (timeline.size() < other.timeline.size()) timeline.resize(other.timeline.size());
+  for (std::size_t i = 0; i < other.timeline.size(); ++i) timeline[i].merge(other.timeline[i]);
   sessions_started += other.sessions_started;
   sessions_ok += other.sessions_ok;
   sessions_failed += other.sessions_failed;

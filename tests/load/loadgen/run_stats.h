@@ -39,8 +39,20 @@ std::string_view error_class_name(ErrorClass error_class);
 
 using CountMap = std::map<std::string, std::uint64_t, std::less<>>;
 
+// One second of the run, by the time sessions ended (--timeline): what the load looked like while
+// something else changed (a flood starting, a daemon restarting), which the totals average away.
+struct TimelineSlot {
+  std::uint64_t sessions_ok = 0;
+  std::uint64_t sessions_failed = 0;
+  Histogram session;  // connect() to the end of the session, successful sessions only
+
+  void merge(const TimelineSlot& other);
+};
+
 struct RunStats {
   static constexpr std::size_t kMaxErrorSamples = 10;
+  // Beyond this many seconds the timeline stops growing (the last slot takes the rest).
+  static constexpr std::size_t kMaxTimelineSlots = 3600;
 
   std::uint64_t sessions_started = 0;
   std::uint64_t sessions_ok = 0;
@@ -71,7 +83,12 @@ struct RunStats {
   std::uint64_t error_classes[static_cast<int>(ErrorClass::kCount)] = {};
   std::vector<std::string> error_samples;
 
+  // Empty unless --timeline: slot i holds the sessions that ended in second i of the run.
+  bool timeline_enabled = false;
+  std::vector<TimelineSlot> timeline;
+
   void count(CountMap& map, std::string_view key);
+  void record_session_end(std::int64_t since_start_ns, bool ok, std::int64_t duration_ns);
   void record_error(ErrorClass error_class, std::string_view key, std::string_view sample);
   void merge(const RunStats& other);
 };

@@ -272,6 +272,7 @@ void SmtpClientSession::abort() {
   } else {
     ++ctx_.stats.sessions_aborted;
   }
+  ctx_.stats.record_session_end(monotonic_ns() - ctx_.run_start_ns, false, 0);
   failed_ = true;
   in_message_ = false;
   leave_idle();
@@ -646,6 +647,8 @@ void SmtpClientSession::finish() {
   } else {
     ++ctx_.stats.sessions_ok;
   }
+  const std::int64_t now = monotonic_ns();
+  ctx_.stats.record_session_end(now - ctx_.run_start_ns, !failed_, now - connect_started_);
   close_connection(!failed_);
   phase_ = Phase::kDone;
   LiveCounters::bump(ctx_.live.sessions_active, -1);

@@ -79,6 +79,8 @@ struct WorkerContext {
   bool skip_idle = false;
   std::uint64_t message_sequence = 0;
   std::uint64_t next_source_address = 0;
+  // The run's start on monotonic_ns(), for the --timeline slots (set when the run starts).
+  std::int64_t run_start_ns = 0;
 
   // The Date header value for "now", formatted at most once a second.
   std::string_view date();

@@ -169,6 +169,20 @@ TEST(ConfigLoader, XdpSectionDefaultsAndValidation) {
   ASSERT_TRUE(explicit_off.ok()) << explicit_off.error_text();
   EXPECT_EQ(explicit_off.config->xdp().syn_rate(), 0u);
   EXPECT_FALSE(explicit_off.config->xdp().steering());
+  // The new-source budget: on by default with the per-source limit, off without it.
+  EXPECT_EQ(x.new_source_syn_rate(), 1000u);
+  EXPECT_EQ(x.new_source_syn_burst(), 2000u);
+  EXPECT_EQ(explicit_off.config->xdp().new_source_syn_rate(), 0u);
+  auto ns = load_config_text(std::string(kMinimal) + "xdp: {interfaces: [eth0], new_source_syn_rate: 50}\n", "x.yaml");
+  ASSERT_TRUE(ns.ok()) << ns.error_text();
+  EXPECT_EQ(ns.config->xdp().new_source_syn_burst(), 100u);
+  auto ns_bad = load_config_text(std::string(kMinimal) +
+                                     "xdp:\n  interfaces: [eth0]\n  syn_rate: 0\n  new_source_syn_rate: 50\n"
+                                     "  new_source_syn_burst: 0\n",
+                                 "x.yaml");
+  ASSERT_FALSE(ns_bad.ok());
+  EXPECT_NE(ns_bad.error_text().find("new_source_syn_burst must be at least 1"), std::string::npos) << ns_bad.error_text();
+  EXPECT_NE(ns_bad.error_text().find("needs the per-source limit (syn_rate > 0)"), std::string::npos) << ns_bad.error_text();
 
   auto bad = load_config_text(std::string(kMinimal) +
                                   "xdp:\n  interfaces: [\"bad/name\"]\n  smtp_ports: [25, 25, 70000]\n  attach_mode: turbo\n",

@@ -32,10 +32,14 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <linux/bpf.h>
+#include <linux/if_link.h>
 #include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,8 +61,11 @@
 #include <CLI/CLI.hpp>
 #pragma GCC diagnostic pop
 
+#include "tests/load/pktgen/pktgen_abi.h"  // before the skeleton, which uses its struct
 #include "pktgen_xdp.skel.h"
 #include "tests/bpf/packet_builder.h"
+
+extern char** environ;
 
 namespace mxedge::pktgen {
 namespace {
@@ -165,14 +172,69 @@ struct Stream {
   std::string kind;
   int family = 4;
   double weight = 0;
+  uint32_t index = 0;  // its entry in the program's stream table
   Frame frame;
-  struct pktgen_xdp* skel = nullptr;
-  int prog_fd = -1;
-  int stats_fd = -1;
 };
 
-struct StreamDeleter {
-  void operator()(pktgen_xdp* s) const { pktgen_xdp__destroy(s); }
+// The one rewriter program for every stream, and the device that keeps it in the kernel's XDP
+// dispatcher (see pktgen_xdp.bpf.c): a veth pair of our own, created in the current network
+// namespace, with the program attached in generic mode to one end. Nothing is ever sent on it.
+// Deleted at exit; a run killed with SIGKILL leaves it behind (named mxpgk<pid>).
+class Rewriter {
+ public:
+  ~Rewriter() {
+    if (keeper_ifindex_ != 0) bpf_xdp_detach(static_cast<int>(keeper_ifindex_), XDP_FLAGS_SKB_MODE, nullptr);
+    if (!keeper_.empty()) run_quiet({"ip", "link", "del", keeper_});
+    if (skel_) pktgen_xdp__destroy(skel_);
+  }
+  pktgen_xdp* skel() { return skel_; }
+  std::string open() {
+    skel_ = pktgen_xdp__open();
+    return skel_ ? std::string() : fmt::format("cannot open the BPF object: {}", std::strerror(errno));
+  }
+  std::string load() {
+    if (int err = pktgen_xdp__load(skel_)) return fmt::format("cannot load the BPF program: {}", std::strerror(-err));
+    return {};
+  }
+  // Best effort: without the keeper every test run pays the dispatcher update (about 20 ms).
+  void keep_in_dispatcher() {
+    const std::string name = fmt::format("mxpgk{}", getpid() % 1000000);
+    if (run_quiet({"ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"}) != 0) {
+      fmt::print(stderr, "mxedge-pktgen: note: cannot create {} (each test run then costs ~20 ms more)\n", name);
+      return;
+    }
+    keeper_ = name;
+    const unsigned ifindex = if_nametoindex(name.c_str());
+    if (ifindex == 0 || bpf_xdp_attach(static_cast<int>(ifindex), prog_fd(), XDP_FLAGS_SKB_MODE, nullptr) != 0) {
+      fmt::print(stderr, "mxedge-pktgen: note: cannot attach to {} (each test run then costs ~20 ms more)\n", name);
+      return;
+    }
+    keeper_ifindex_ = ifindex;
+  }
+  int prog_fd() const { return bpf_program__fd(skel_->progs.pktgen_rewrite); }
+  int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+
+ private:
+  static int run_quiet(std::vector<std::string> argv) {
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) return -1;
+    int status = 0;
+    if (waitpid(pid, &status, 0) < 0) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  pktgen_xdp* skel_ = nullptr;
+  std::string keeper_;
+  unsigned keeper_ifindex_ = 0;
 };
 
 bool parse_mac(const std::string& text, uint8_t out[6]) {
@@ -249,41 +311,33 @@ Frame build_template(const std::string& kind, const Address& src, const Address&
   return f;
 }
 
-std::string load_stream(Stream& st, const SourceSpec& src, uint32_t) {
+// The stream's entry in the program's table: its template's layout and its sources.
+void describe_stream(const Stream& st, const SourceSpec& src, pktgen_stream* out) {
   const Frame& f = st.frame;
-  auto* skel = pktgen_xdp__open();
-  if (!skel) return fmt::format("cannot open the BPF object: {}", std::strerror(errno));
-  st.skel = skel;
-  auto* ro = skel->rodata;
   const bool v4 = st.family == 4;
   const bool has_l4 = st.kind != "frag";
   const bool tcp = has_l4 && st.kind != "udp";
-  ro->frame_len = static_cast<uint32_t>(f.bytes.size());
-  ro->src_addr_off = static_cast<uint32_t>(f.l3 + (v4 ? 12 : 8));
-  ro->src_words = v4 ? 1 : 4;
-  const unsigned bits = v4 ? 32 : 128;
-  for (unsigned w = 0; w < ro->src_words; w++) {
+  const bool cut = st.kind == "malformed";
+  *out = pktgen_stream{};
+  out->frame_len = static_cast<uint32_t>(f.bytes.size());
+  out->src_addr_off = static_cast<uint32_t>(f.l3 + (v4 ? 12 : 8));
+  out->src_words = v4 ? 1 : 4;
+  for (unsigned w = 0; w < out->src_words; w++) {
     uint32_t base;
     std::memcpy(&base, src.base.bytes + 4 * w, 4);
     uint32_t keep = 0;  // host order: bits of this word kept from base
     for (unsigned b = 0; b < 32; b++) {
       if (w * 32 + b < src.prefix_len) keep |= 0x80000000u >> b;
     }
-    ro->src_base[w] = base;
-    ro->src_mask[w] = htonl(~keep);
+    out->src_base[w] = base;
+    out->src_mask[w] = htonl(~keep);
   }
-  (void)bits;
-  ro->ipv4_csum_off = v4 ? static_cast<uint32_t>(f.l3 + 10) : 0;
-  ro->ipv4_id_off = v4 ? static_cast<uint32_t>(f.l3 + 4) : 0;
-  const bool cut = st.kind == "malformed";
-  ro->l4_csum_off = has_l4 && !cut ? static_cast<uint32_t>(f.l4 + (tcp ? 16 : 6)) : 0;
-  ro->l4_csum_zero_is_ffff = has_l4 && !tcp ? 1 : 0;
-  ro->sport_off = has_l4 ? static_cast<uint32_t>(f.l4) : 0;
-  ro->tcp_seq_off = tcp && !cut ? static_cast<uint32_t>(f.l4 + 4) : 0;
-  if (int err = pktgen_xdp__load(skel)) return fmt::format("cannot load the BPF program: {}", std::strerror(-err));
-  st.prog_fd = bpf_program__fd(skel->progs.pktgen_rewrite);
-  st.stats_fd = bpf_map__fd(skel->maps.stats);
-  return {};
+  out->ipv4_csum_off = v4 ? static_cast<uint32_t>(f.l3 + 10) : 0;
+  out->ipv4_id_off = v4 ? static_cast<uint32_t>(f.l3 + 4) : 0;
+  out->l4_csum_off = has_l4 && !cut ? static_cast<uint32_t>(f.l4 + (tcp ? 16 : 6)) : 0;
+  out->l4_csum_zero_is_ffff = has_l4 && !tcp ? 1 : 0;
+  out->sport_off = has_l4 ? static_cast<uint32_t>(f.l4) : 0;
+  out->tcp_seq_off = tcp && !cut ? static_cast<uint32_t>(f.l4 + 4) : 0;
 }
 
 struct StreamTotals {
@@ -291,18 +345,18 @@ struct StreamTotals {
   uint64_t short_frames = 0;
 };
 
-StreamTotals read_totals(const Stream& st, unsigned ncpus) {
+StreamTotals read_totals(int stats_fd, const Stream& st, unsigned ncpus) {
   struct pktgen_stats_v {
     uint64_t sent;
-    uint64_t short_frames;
+    uint64_t bad_frames;
   };
   std::vector<pktgen_stats_v> per_cpu(ncpus);
-  uint32_t key = 0;
+  uint32_t key = st.index;
   StreamTotals t;
-  if (bpf_map_lookup_elem(st.stats_fd, &key, per_cpu.data()) != 0) return t;
+  if (bpf_map_lookup_elem(stats_fd, &key, per_cpu.data()) != 0) return t;
   for (const auto& v : per_cpu) {
     t.sent += v.sent;
-    t.short_frames += v.short_frames;
+    t.short_frames += v.bad_frames;
   }
   return t;
 }
@@ -316,9 +370,13 @@ std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop.store(true); }
 
 // One sending thread: pinned to cpu, `rate` frames/s (0: as fast as it can), until `until` or
-// `quota` frames (0: no quota) or a stop.
-void sender(std::vector<Stream>* streams, unsigned ifindex, int cpu, double rate, Clock::time_point until,
-            uint64_t quota, uint32_t batch, ThreadState* state) {
+// `quota` frames (0: no quota) or a stop. It works in windows: 10 ms of frames at the asked rate
+// (at the top rate, 64 Ki frames, fewer near the end of --duration at the speed measured so far),
+// each window split over the streams by weight (fractions carried to the next window), one test
+// run per stream, so the mix holds at every scale. Within a window frames leave at the device's
+// speed; windows are paced to the rate.
+void sender(std::vector<Stream>* streams, Rewriter* rewriter, unsigned ifindex, int cpu, double rate,
+            Clock::time_point until, uint64_t quota, uint32_t batch, ThreadState* state) {
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
@@ -326,14 +384,9 @@ void sender(std::vector<Stream>* streams, unsigned ifindex, int cpu, double rate
     state->error = fmt::format("cannot pin to CPU {}", cpu);
     return;
   }
-  // Every test run costs a fixed ~10-25 ms on top of its frames: the kernel adds the program to
-  // the XDP dispatcher before the run and removes it after, and each change patches the
-  // dispatcher's text and waits for an RCU grace period (bpf_dispatcher_change_prog). So runs are
-  // long: a tenth of a second of frames at the asked rate, sent as one burst (frames leave at the
-  // device's speed within it), or, at the top rate, a quarter of a second at the speed measured so
-  // far; never past the end of --duration.
-  double frames_per_s = 1e6;  // top-rate estimate, replaced by measurement after the first run
-  std::vector<double> credit(streams->size(), 0.0);
+  volatile uint32_t* stream_slot = &rewriter->skel()->bss->stream_of_cpu[cpu];
+  double frames_per_s = 1e6;  // top-rate estimate, replaced by measurement
+  std::vector<double> carry(streams->size(), 0.0);
   double total_weight = 0;
   for (const auto& s : *streams) total_weight += s.weight;
   const auto start = Clock::now();
@@ -343,48 +396,52 @@ void sender(std::vector<Stream>* streams, unsigned ifindex, int cpu, double rate
     if (now >= until) break;
     if (quota && done >= quota) break;
     if (rate > 0) {
-      // The next chunk is due when the frames sent so far have had their time.
-      const double due_s = static_cast<double>(done) / rate;
-      const double wait_s = due_s - std::chrono::duration<double>(now - start).count();
+      // The next window is due when the frames sent so far have had their time.
+      const double wait_s = static_cast<double>(done) / rate - std::chrono::duration<double>(now - start).count();
       if (wait_s > 0) {
         std::this_thread::sleep_for(std::chrono::duration<double>(std::min(wait_s, 0.05)));
         continue;
       }
     }
-    double window = rate > 0 ? 0.1 : 0.25;
-    if (until != Clock::time_point::max()) {
-      window = std::min(window, std::chrono::duration<double>(until - now).count());
+    double window_frames = rate > 0 ? std::max(1.0, rate * 0.01) : 65536.0;
+    if (rate == 0 && until != Clock::time_point::max()) {
+      window_frames = std::min(window_frames, frames_per_s * std::chrono::duration<double>(until - now).count());
     }
-    auto n = static_cast<uint64_t>(std::clamp((rate > 0 ? rate : frames_per_s) * window, 1.0, 4194304.0));
-    if (quota) n = std::min(n, quota - done);
-    // Smooth weighted order: every stream earns its weight, the richest sends and pays the total.
-    size_t pick = 0;
+    if (quota) window_frames = std::min(window_frames, static_cast<double>(quota - done));
+    window_frames = std::max(window_frames, 1.0);
+    const auto window_start = Clock::now();
+    uint64_t window_done = 0;
     for (size_t i = 0; i < streams->size(); i++) {
-      credit[i] += (*streams)[i].weight;
-      if (credit[i] > credit[pick]) pick = i;
+      const Stream& st = (*streams)[i];
+      carry[i] += window_frames * st.weight / total_weight;
+      auto n = static_cast<uint64_t>(carry[i]);
+      if (quota) n = std::min(n, quota - done - window_done);
+      if (n == 0) continue;
+      carry[i] -= static_cast<double>(n);
+      *stream_slot = st.index;
+      xdp_md ctx{};
+      ctx.data_end = static_cast<uint32_t>(st.frame.bytes.size());
+      ctx.ingress_ifindex = ifindex;
+      bpf_test_run_opts opts{};
+      opts.sz = sizeof(opts);
+      opts.data_in = st.frame.bytes.data();
+      opts.data_size_in = static_cast<uint32_t>(st.frame.bytes.size());
+      opts.ctx_in = &ctx;
+      opts.ctx_size_in = sizeof(ctx);
+      opts.repeat = static_cast<int>(n);
+      opts.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
+      opts.batch_size = batch;
+      if (int err = bpf_prog_test_run_opts(rewriter->prog_fd(), &opts)) {
+        state->error = fmt::format("BPF_PROG_RUN (live frames) on CPU {}: {}", cpu, std::strerror(-err));
+        return;
+      }
+      window_done += n;
     }
-    credit[pick] -= total_weight;
-    const Stream& st = (*streams)[pick];
-    xdp_md ctx{};
-    ctx.data_end = static_cast<uint32_t>(st.frame.bytes.size());
-    ctx.ingress_ifindex = ifindex;
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof(opts);
-    opts.data_in = st.frame.bytes.data();
-    opts.data_size_in = static_cast<uint32_t>(st.frame.bytes.size());
-    opts.ctx_in = &ctx;
-    opts.ctx_size_in = sizeof(ctx);
-    opts.repeat = static_cast<int>(n);
-    opts.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
-    opts.batch_size = batch;
-    const auto call_start = Clock::now();
-    if (int err = bpf_prog_test_run_opts(st.prog_fd, &opts)) {
-      state->error = fmt::format("BPF_PROG_RUN (live frames) on CPU {}: {}", cpu, std::strerror(-err));
-      return;
+    const double took = std::chrono::duration<double>(Clock::now() - window_start).count();
+    if (rate == 0 && window_done >= 4096 && took > 0) {
+      frames_per_s = 0.5 * frames_per_s + 0.5 * (static_cast<double>(window_done) / took);
     }
-    const double took = std::chrono::duration<double>(Clock::now() - call_start).count();
-    if (rate == 0 && n >= 4096 && took > 0) frames_per_s = 0.5 * frames_per_s + 0.5 * (static_cast<double>(n) / took);
-    done += n;
+    done += window_done;
     state->submitted.store(done, std::memory_order_relaxed);
   }
 }
@@ -546,31 +603,37 @@ int run(int argc, char** argv) {
   if (cpus.size() < o.threads) return usage(fmt::format("--cpus names {} CPUs for {} threads", cpus.size(), o.threads));
   cpus.resize(o.threads);
   for (int c : cpus) {
-    if (c >= ncpus_online) return usage(fmt::format("--cpus: CPU {} is not online", c));
+    if (c >= ncpus_online || c >= PKTGEN_MAX_CPUS) return usage(fmt::format("--cpus: CPU {} is not online", c));
   }
   const int ncpus_possible = libbpf_num_possible_cpus();
 
   // Streams: each kind once per family; a family's share is half of the kind's weight with both.
+  Rewriter rewriter;
+  if (std::string err = rewriter.open(); !err.empty()) {
+    fmt::print(stderr, "mxedge-pktgen: {}\n", err);
+    return kExitFailed;
+  }
   std::vector<Stream> streams;
-  std::vector<std::unique_ptr<pktgen_xdp, StreamDeleter>> owners;
   for (const auto& [kind, w] : weights) {
     for (int fam : {4, 6}) {
       if ((fam == 4 && !want4) || (fam == 6 && !want6)) continue;
+      if (streams.size() == size_t{PKTGEN_MAX_STREAMS}) return usage("--mix: too many streams");
       Stream st;
       st.kind = kind;
       st.family = fam;
       st.weight = w / ((want4 && want6) ? 2 : 1);
+      st.index = static_cast<uint32_t>(streams.size());
       const SourceSpec& src = fam == 4 ? src4 : src6;
       st.frame = build_template(kind, src.base, fam == 4 ? *dst4 : *dst6, o.dport, dst_mac, src_mac);
-      std::string err = load_stream(st, src, 0);
-      owners.emplace_back(st.skel);
-      if (!err.empty()) {
-        fmt::print(stderr, "mxedge-pktgen: stream {}/IPv{}: {}\n", kind, fam, err);
-        return kExitFailed;
-      }
+      describe_stream(st, src, const_cast<pktgen_stream*>(&rewriter.skel()->rodata->streams[st.index]));
       streams.push_back(std::move(st));
     }
   }
+  if (std::string err = rewriter.load(); !err.empty()) {
+    fmt::print(stderr, "mxedge-pktgen: {}\n", err);
+    return kExitFailed;
+  }
+  rewriter.keep_in_dispatcher();
 
   // Signals end the run (the threads finish their current test run); only the main thread gets
   // them, so a test run is never interrupted and the counts stay exact.
@@ -595,7 +658,7 @@ int run(int argc, char** argv) {
     states.push_back(std::make_unique<ThreadState>());
     uint64_t quota = o.count ? o.count / o.threads + (t < o.count % o.threads ? 1 : 0) : 0;
     if (o.count && quota == 0) continue;
-    threads.emplace_back(sender, &streams, ifindex, cpus[t], o.rate / o.threads, until, quota, o.batch,
+    threads.emplace_back(sender, &streams, &rewriter, ifindex, cpus[t], o.rate / o.threads, until, quota, o.batch,
                          states.back().get());
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -636,7 +699,7 @@ int run(int argc, char** argv) {
   uint64_t sent = 0, short_frames = 0;
   std::string stream_json;
   for (const auto& st : streams) {
-    StreamTotals t = read_totals(st, static_cast<unsigned>(ncpus_possible));
+    StreamTotals t = read_totals(rewriter.stats_fd(), st, static_cast<unsigned>(ncpus_possible));
     sent += t.sent;
     short_frames += t.short_frames;
     stream_json += fmt::format("{}{{\"kind\": \"{}\", \"family\": {}, \"sent\": {}, \"frame_bytes\": {}}}",

@@ -252,33 +252,40 @@ Status FastPath::set_local_addresses(std::span<const std::string> texts) {
   return refresh_local_mode();
 }
 
+namespace {
+
+// A rate (per second) and burst as the GCRA interval and tolerance the classifier keeps
+// (rate_limit.h); rate 0 turns the budget off (both 0). `what` names the budget in errors.
+Status gcra_budget(const char* what, uint32_t per_second, uint32_t burst, uint64_t* interval_ns, uint64_t* burst_ns) {
+  if (per_second > 0 && burst == 0) return Status::error(EINVAL, std::string(what) + ": burst must be at least 1");
+  if (per_second > 1000000000u) return Status::error(EINVAL, std::string(what) + ": above 1e9 per second");
+  if (per_second == 0) {
+    *interval_ns = 0;
+    *burst_ns = 0;
+  } else {
+    *interval_ns = (1000000000ull + per_second / 2) / per_second;
+    *burst_ns = (static_cast<uint64_t>(burst) - 1) * *interval_ns;
+  }
+  return Status();
+}
+
+}  // namespace
+
 Status FastPath::set_rate_limit(uint32_t syn_per_second, uint32_t burst) {
   if (auto s = require_loaded("set_rate_limit"); !s.ok()) return s;
-  if (syn_per_second > 0 && burst == 0) return Status::error(EINVAL, "rate limit: burst must be at least 1");
-  if (syn_per_second > 1000000000u) return Status::error(EINVAL, "rate limit: above 1e9 SYNs per second");
-  if (syn_per_second == 0) {
-    config_.syn_interval_ns = 0;
-    config_.syn_burst_ns = 0;
-  } else {
-    uint64_t interval = (1000000000ull + syn_per_second / 2) / syn_per_second;
-    config_.syn_interval_ns = interval;
-    config_.syn_burst_ns = (static_cast<uint64_t>(burst) - 1) * interval;
-  }
+  uint64_t interval = 0, tolerance = 0;
+  if (auto s = gcra_budget("rate limit", syn_per_second, burst, &interval, &tolerance); !s.ok()) return s;
+  config_.syn_interval_ns = interval;
+  config_.syn_burst_ns = tolerance;
   return publish_config();
 }
 
 Status FastPath::set_new_source_limit(uint32_t per_second, uint32_t burst) {
   if (auto s = require_loaded("set_new_source_limit"); !s.ok()) return s;
-  if (per_second > 0 && burst == 0) return Status::error(EINVAL, "new-source limit: burst must be at least 1");
-  if (per_second > 1000000000u) return Status::error(EINVAL, "new-source limit: above 1e9 per second");
-  if (per_second == 0) {
-    config_.new_source_interval_ns = 0;
-    config_.new_source_burst_ns = 0;
-  } else {
-    uint64_t interval = (1000000000ull + per_second / 2) / per_second;
-    config_.new_source_interval_ns = interval;
-    config_.new_source_burst_ns = (static_cast<uint64_t>(burst) - 1) * interval;
-  }
+  uint64_t interval = 0, tolerance = 0;
+  if (auto s = gcra_budget("new-source limit", per_second, burst, &interval, &tolerance); !s.ok()) return s;
+  config_.new_source_interval_ns = interval;
+  config_.new_source_burst_ns = tolerance;
   return publish_config();
 }
 

@@ -316,7 +316,8 @@ xdp:
   blocklist: ["{BLOCKED_PREFIX}"]
   syn_rate: {SYN_RATE}
   syn_burst: {SYN_BURST}
-"""
+""" + ("" if self.args.new_source_syn_rate is None else
+       f"  new_source_syn_rate: {self.args.new_source_syn_rate}\n")
 
     def setup_network(self, lab: VethLab) -> None:
         gw, peer = lab.ns_gw, lab.ns_peer
@@ -398,6 +399,8 @@ xdp:
                                   "flood_rate": args.flood_rate, "flood_family": args.flood_family,
                                   "slow_connections": args.slow_connections, "syn_rate": SYN_RATE,
                                   "syn_burst": SYN_BURST, "gateway_cpus": self.load_cpus,
+                                  "new_source_syn_rate": "default" if args.new_source_syn_rate is None
+                                  else args.new_source_syn_rate,
                                   "generator_cpu": self.gen_cpu},
                      "pktgen": None, "slowloris": None}
         self.loadgen_log: list[str] = []
@@ -684,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flood-rate", type=int, default=0, help="flood frames per second (0: top rate)")
     ap.add_argument("--flood-family", default="4", choices=["4", "6", "both"])
     ap.add_argument("--slow-connections", type=int, default=400)
+    ap.add_argument("--new-source-syn-rate", type=int, default=None,
+                    help="the gateway's xdp.new_source_syn_rate (default: its default, 1000 per CPU); 0 turns "
+                         "the new-source budget off, to see a spoofed flood without it")
     ap.add_argument("--keep-lab-logs", action="store_true", help="copy the daemons' logs into the report directory")
     args = ap.parse_args(argv)
     if args.quick:

@@ -1,6 +1,7 @@
 // Fuzz target: the DATA reader and the BDAT chunk reader. Invariants: a DATA terminator is consumed
 // only as CRLF.CRLF, content handed to the sink never contains a bare CR or LF when the message is
-// acceptable, and chunking the input differently never changes the outcome.
+// acceptable, and chunking the input differently never changes the outcome (nor, for an acceptable
+// message, the content).
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -43,8 +44,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t step = 1 + data[0] % 17;
   Outcome a = run(in, in.size() + 1);
   Outcome b = run(in, step);
-  if (a.done != b.done || a.consumed != b.consumed || a.body != b.body || a.flags.bare_cr_or_lf != b.flags.bare_cr_or_lf)
-    std::abort();
+  if (a.done != b.done || a.consumed != b.consumed || a.flags.bare_cr_or_lf != b.flags.bare_cr_or_lf) std::abort();
+  // The content handed to the sink is the same however the input is chunked, for an acceptable message.
+  // An unacceptable one is refused after its end and its partial content thrown away; how much of it
+  // reached the sink before the reader saw the bare CR depends on where the chunk ended (the reader
+  // stops appending at the first bare CR or LF it sees), which the fuzzer found and which is fine.
+  if (a.flags.acceptable() && a.body != b.body) std::abort();
   if (a.done) {
     // The bytes consumed end with the terminator.
     std::string_view used = in.substr(0, a.consumed);

@@ -39,6 +39,7 @@
 #include "policy/duration.h"
 #include "policy/log.h"
 #include "policy/mgmt_socket.h"
+#include "policy/service_notify.h"
 
 namespace {
 
@@ -205,6 +206,7 @@ int main(int argc, char** argv) {
       }
     };
   }
+  auto reload_on_signal = mdeps.reload;  // SIGHUP (systemd's ExecReload) reloads like `mxedgectl config reload`
   controlplane::Management management(std::move(mdeps));
   mgmt::MgmtServer mgmt_server("control plane",
                                [&management](const mgmt::v1::Request& r, const mgmt::Peer& p) { return management.handle(r, p); });
@@ -260,6 +262,31 @@ int main(int argc, char** argv) {
   event* intr = evsignal_new(base, SIGINT, on_signal, base);
   event_add(term, nullptr);
   event_add(intr, nullptr);
+  // Under systemd (Type=notify): READY=1 below; RELOADING=1 around a SIGHUP reload; WATCHDOG=1 from
+  // a timer on the one event loop, so a stuck loop gets the service restarted by WatchdogSec=.
+  const service::ServiceNotifier notifier = service::ServiceNotifier::from_environment();
+  struct HupContext {
+    const service::ServiceNotifier* notifier;
+    std::function<bool(std::string*)>* reload;
+  } hup_ctx{&notifier, &reload_on_signal};
+  auto on_hup = [](evutil_socket_t, short, void* arg) {
+    auto* c = static_cast<HupContext*>(arg);
+    c->notifier->reloading();
+    std::string detail;
+    (*c->reload)(&detail);
+    c->notifier->ready(detail);
+  };
+  event* hup = evsignal_new(base, SIGHUP, on_hup, &hup_ctx);
+  event_add(hup, nullptr);
+  Timer watchdog;
+  if (notifier.watchdog_usec() > 0) {
+    const int64_t tick_ms = std::max<int64_t>(notifier.watchdog_usec() / 2000, 10);
+    log::info("service.watchdog").kv("interval_ms", tick_ms * 2);
+    watchdog.start(base, tick_ms, [&notifier] {
+      std::string why;
+      if (!notifier.watchdog(&why)) log::warning("service.notify_failed").kv("reason", why);
+    });
+  }
 
   log::info("controlplane.started")
       .kv("policy_socket", cfg.outbound().policy_socket())
@@ -268,7 +295,13 @@ int main(int argc, char** argv) {
       .kv("mta_sts_cache", cfg.mta_sts().cache_file())
       .kv("mta_sts_policies", static_cast<uint64_t>(sts_cache->size()))
       .kv("connectors", static_cast<int64_t>(cfg.connectors_size()));
+  {
+    std::string why;
+    if (!notifier.ready("serving " + std::to_string(sts_cache->size()) + " cached MTA-STS policies", &why))
+      log::warning("service.notify_failed").kv("reason", why);
+  }
   event_base_dispatch(base);
+  notifier.stopping();
 
   // Requests in progress may be waiting for the event base: run its tasks until they are done.
   std::atomic<bool> drained{false};
@@ -285,6 +318,7 @@ int main(int argc, char** argv) {
   if (sts_publisher) sts_publisher->stop();
   event_free(term);
   event_free(intr);
+  event_free(hup);
   const auto& c = table.counters();
   log::info("controlplane.stopped")
       .kv("requests", c.requests)

@@ -11,11 +11,14 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <ctime>
 #include <cstring>
 #include <iostream>
 #include <mutex>
+#include <sstream>
 
 #include "dataplane/admin/admin.h"
 #include "dataplane/policy/policy_client.h"
@@ -32,6 +35,7 @@
 #include "policy/config_loader.h"
 #include "policy/log.h"
 #include "policy/mgmt_socket.h"
+#include "policy/service_notify.h"
 
 namespace {
 
@@ -161,6 +165,9 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "configuration file (YAML)")->capture_default_str();
   app.add_flag("--check-config", check_only, "validate the configuration and exit (0 when valid)");
   app.add_option("--shutdown-grace", grace_s, "seconds sessions get to finish on SIGTERM")->capture_default_str()->check(CLI::NonNegativeNumber);
+  bool print_tuning = false;
+  app.add_flag("--print-tuning", print_tuning,
+               "print what the host tuning (mxedge-tune) needs from the configuration as KEY=VALUE lines, and exit");
   app.set_version_flag("--version", std::string("mxedge-dataplane ") + kVersion);
   CLI11_PARSE(app, argc, argv);
 
@@ -178,6 +185,23 @@ int main(int argc, char** argv) {
     std::cerr << config_path << ": " << error << "\n";
     return 2;
   }
+  if (print_tuning) {
+    // Shell-friendly: comma-separated lists, no quoting needed (interface names and numbers only).
+    auto join = [](const auto& items) {
+      std::string out;
+      for (const auto& i : items) {
+        std::ostringstream one;
+        one << i;
+        out += (out.empty() ? "" : ",") + one.str();
+      }
+      return out;
+    };
+    std::cout << "WORKER_CORES=" << join(cfg.workers().cores()) << "\n"
+              << "XDP_INTERFACES=" << join(cfg.xdp().interfaces()) << "\n"
+              << "DPDK_PORTS=" << cfg.dpdk().ports_size() << "\n"
+              << "DPDK_LCORES=" << join(cfg.dpdk().lcores()) << "\n";
+    return 0;
+  }
   if (check_only) {
     std::cout << config_path << ": valid\n";
     return 0;
@@ -191,6 +215,9 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  // Under systemd (Type=notify): READY=1 once listening, WATCHDOG=1 while every worker's loop answers.
+  const service::ServiceNotifier notifier = service::ServiceNotifier::from_environment();
 
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -402,15 +429,56 @@ int main(int argc, char** argv) {
         .kv("fast_path", fast_path ? std::string(fast_path->kind()) + " on " + std::to_string(fast_path->attachments().size()) + (dpdk_mode ? " port(s)" : " interface(s)") : std::string("off"));
   }
 
+  {
+    std::string why;
+    if (!notifier.ready("accepting on " + std::to_string(runtime->listeners.size()) + " listener(s) with " + std::to_string(nworkers) + " worker(s)", &why))
+      log::warning("service.notify_failed").kv("reason", why);
+  }
+  // The watchdog: each tick posts a no-op to every worker's event loop, and WATCHDOG=1 goes out only
+  // when every worker ran the previous tick's post, so a worker stuck in a loop (not just a live main
+  // thread) gets the service restarted by WatchdogSec=.
+  const int64_t tick_ms = notifier.watchdog_usec() > 0 ? std::max<int64_t>(notifier.watchdog_usec() / 2000, 10) : 0;
+  std::vector<std::shared_ptr<std::atomic<uint64_t>>> answered;
+  for (size_t i = 0; i < workers.size(); ++i) answered.push_back(std::make_shared<std::atomic<uint64_t>>(0));
+  uint64_t ticks = 0;
+  bool stuck_logged = false;
+  if (tick_ms > 0) log::info("service.watchdog").kv("interval_ms", tick_ms * 2);
+
   while (true) {
     siginfo_t info{};
-    int sig = sigwaitinfo(&sigs, &info);
-    if (sig < 0) continue;
-    if (sig == SIGHUP) {
-      std::string detail;
-      reload_config(&detail);
+    int sig;
+    if (tick_ms > 0) {
+      timespec ts{static_cast<time_t>(tick_ms / 1000), static_cast<long>((tick_ms % 1000) * 1'000'000)};
+      sig = sigtimedwait(&sigs, &info, &ts);
+    } else {
+      sig = sigwaitinfo(&sigs, &info);
+    }
+    if (sig < 0 && errno == EAGAIN && tick_ms > 0) {
+      std::string stuck;
+      for (size_t i = 0; i < workers.size(); ++i)
+        if (ticks > 0 && answered[i]->load() < ticks) stuck += (stuck.empty() ? "" : ",") + std::to_string(i);
+      if (stuck.empty()) {
+        std::string why;
+        if (!notifier.watchdog(&why)) log::warning("service.notify_failed").kv("reason", why);
+        stuck_logged = false;
+      } else if (!stuck_logged) {
+        log::error("service.worker_unresponsive").kv("workers", stuck).kv("since_ms", tick_ms);
+        stuck_logged = true;
+      }
+      ++ticks;
+      for (size_t i = 0; i < workers.size(); ++i)
+        workers[i]->loop().post([a = answered[i], t = ticks] { a->store(t); });
       continue;
     }
+    if (sig < 0) continue;
+    if (sig == SIGHUP) {
+      notifier.reloading();
+      std::string detail;
+      reload_config(&detail);
+      notifier.ready(detail);
+      continue;
+    }
+    notifier.stopping();
     log::info("dataplane.stopping").kv("signal", sig == SIGTERM ? "TERM" : "INT").kv("grace_s", grace_s);
     admin_server.stop();                        // no management request reaches a stopping worker
     if (policy_client) policy_client->stop();  // no more pushes (or wake-ups) while workers wind down

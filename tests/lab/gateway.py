@@ -144,6 +144,8 @@ class Gateway:
         self.config = deep_merge(base, config or {})
         self.config["listeners"] = [self._complete_listener(l) for l in self.config["listeners"]]
         self.proc: util.ManagedProcess | None = None
+        # Extra environment for the daemon (e.g. NOTIFY_SOCKET / WATCHDOG_USEC as systemd sets them).
+        self.env: dict[str, str] = {}
         self.run_offset = 0          # log offset where the current run started
         self.runs = 0
         self.last_stop_forced = False
@@ -240,6 +242,7 @@ class Gateway:
             f.write(f"# lab: run {self.runs} of {self.binary} --config {self.config_path}\n".encode())
         self.run_offset = os.path.getsize(self.log_path)
         self.proc = util.ManagedProcess([self.binary, "--config", self.config_path], self.log_path,
+                                        env={**os.environ, **self.env} if self.env else None,
                                         name="mxedge-dataplane")
         self.proc.start()
         deadline = time.monotonic() + timeout

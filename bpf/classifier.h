@@ -188,6 +188,7 @@ static __always_inline void mxedge_smtp_verdict(struct mxedge_env *env, const st
 		workers = MXEDGE_MAX_WORKERS;
 	v->flow_hash = flow_hash(pkt, mxedge_env_flow_hash_seed(env));
 	worker = pick_worker(v->flow_hash, workers);
+	MXEDGE_OPAQUE(worker);
 	if (worker >= MXEDGE_MAX_WORKERS) { /* unreachable; for the verifier */
 		mxedge_set(v, MXEDGE_ACT_PASS, MXEDGE_CTR_PASS_SMTP);
 		return;

@@ -136,6 +136,7 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct mxedge_pa
 		return MXEDGE_PARSE_MALFORMED;
 	ihl = ip->ihl * 4;
 	total = bpf_ntohs(ip->tot_len);
+	MXEDGE_BOUND16(total);
 	if (ihl < sizeof(*ip) || total < ihl)
 		return MXEDGE_PARSE_MALFORMED;
 	if (l3 + total > data_end)
@@ -166,6 +167,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct mxedge_pa
 	if (ip6->version != 6)
 		return MXEDGE_PARSE_MALFORMED;
 	payload = bpf_ntohs(ip6->payload_len);
+	MXEDGE_BOUND16(payload);
 	if ((void *)(ip6 + 1) + payload > data_end)
 		return MXEDGE_PARSE_MALFORMED; /* truncated; a jumbogram (payload 0) never reaches
 						  XDP */

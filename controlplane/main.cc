@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   app.add_flag("--print-mta-sts", print_sts, "Print the gateway's own MTA-STS policy, its id and the _mta-sts TXT record for each accepted domain, and exit");
   CLI11_PARSE(app, argc, argv);
 
-  auto loaded = config::load_config_file(config_file);
+  auto loaded = config::load_config_file(config_file, config::kFilesControlPlane);
   if (!loaded.ok()) {
     std::cerr << loaded.error_text();
     return 1;
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<sts_publish::StsPublishServer> sts_publisher;  // started after the other servers
   std::unique_ptr<tlsrpt::ReportSender> report_sender;            // TLS-RPT reports, its own thread
   mdeps.reload = [&table, &config_file, &cfg, &sts_publisher, &report_sender](std::string* detail) {
-    auto again = config::load_config_file(config_file);
+    auto again = config::load_config_file(config_file, config::kFilesControlPlane);
     if (!again.ok()) {
       *detail = again.error_text();
       log::error("controlplane.reload_rejected").kv("reason", *detail);

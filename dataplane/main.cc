@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("mxedge-dataplane ") + kVersion);
   CLI11_PARSE(app, argc, argv);
 
-  config::LoadResult loaded = config::load_config_file(config_path);
+  config::LoadResult loaded = config::load_config_file(config_path, config::kFilesDataPlane);
   if (!loaded.ok()) {
     std::cerr << loaded.error_text();
     std::cerr << "mxedge-dataplane: configuration " << config_path << " is invalid; not starting\n";
@@ -355,7 +355,7 @@ int main(int argc, char** argv) {
   auto reload_config = [&](std::string* detail) -> bool {
     std::lock_guard<std::mutex> lock(reload_mu);
     std::string why;
-    config::LoadResult again = config::load_config_file(config_path);
+    config::LoadResult again = config::load_config_file(config_path, config::kFilesDataPlane);
     if (!again.ok()) {
       *detail = again.error_text();
       log::error("dataplane.reload_rejected").kv("reason", *detail);

@@ -213,7 +213,9 @@ void apply_defaults(Config& c) {
   if (lg->level() == LOG_LEVEL_UNSPECIFIED) lg->set_level(LOG_LEVEL_INFO);
 }
 
-void validate(const Config& c, const ProblemSink& problem) {
+void validate(const Config& c, const ProblemSink& problem, unsigned files) {
+  const bool dp_files = (files & kFilesDataPlane) != 0;
+  const bool cp_files = (files & kFilesControlPlane) != 0;
   if (c.listeners_size() == 0) problem("listeners", "at least one listener is required");
   std::set<std::string> names;
   std::set<std::string> addresses;
@@ -234,7 +236,7 @@ void validate(const Config& c, const ProblemSink& problem) {
     } else if (l.certificates_size() == 0) {
       problem(p, "listener '" + l.name() + "' offers TLS but has no certificates");
     }
-    if (!l.client_ca_file().empty() && access(l.client_ca_file().c_str(), R_OK) != 0)
+    if (dp_files && !l.client_ca_file().empty() && access(l.client_ca_file().c_str(), R_OK) != 0)
       problem(p + ".client_ca_file", "cannot read client CA file " + l.client_ca_file());
     if (l.require_client_certificate()) {
       if (l.client_ca_file().empty()) problem(p + ".require_client_certificate", "require_client_certificate needs client_ca_file");
@@ -263,9 +265,9 @@ void validate(const Config& c, const ProblemSink& problem) {
       const Certificate& cert = l.certificates(j);
       const std::string cp = p + ".certificates[" + std::to_string(j) + "]";
       if (cert.cert_file().empty()) problem(cp, "cert_file is required");
-      else if (access(cert.cert_file().c_str(), R_OK) != 0) problem(cp + ".cert_file", "cannot read certificate file " + cert.cert_file());
+      else if (dp_files && access(cert.cert_file().c_str(), R_OK) != 0) problem(cp + ".cert_file", "cannot read certificate file " + cert.cert_file());
       if (cert.key_file().empty()) problem(cp, "key_file is required");
-      else if (access(cert.key_file().c_str(), R_OK) != 0) problem(cp + ".key_file", "cannot read key file " + cert.key_file());
+      else if (dp_files && access(cert.key_file().c_str(), R_OK) != 0) problem(cp + ".key_file", "cannot read key file " + cert.key_file());
     }
   }
 
@@ -282,7 +284,7 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (millis(nh.retry_max()) < millis(nh.retry_min())) problem("next_hop.retry_max", "retry_max must not be below retry_min");
   if (millis(nh.connect_timeout()) <= 0) problem("next_hop.connect_timeout", "connect_timeout must be positive");
   if (millis(nh.command_timeout()) <= 0) problem("next_hop.command_timeout", "command_timeout must be positive");
-  if (nh.tls() == NEXT_HOP_TLS_VERIFY && !nh.ca_file().empty() && access(nh.ca_file().c_str(), R_OK) != 0)
+  if (dp_files && nh.tls() == NEXT_HOP_TLS_VERIFY && !nh.ca_file().empty() && access(nh.ca_file().c_str(), R_OK) != 0)
     problem("next_hop.ca_file", "cannot read CA file " + nh.ca_file());
 
   const Limits& lim = c.limits();
@@ -437,7 +439,7 @@ void validate(const Config& c, const ProblemSink& problem) {
   if (ob.policy_state_file().front() != '/') problem("outbound.policy_state_file", "policy_state_file must be an absolute path");
   if (millis(ob.policy_idle()) < 1000) problem("outbound.policy_idle", "policy_idle must be at least 1s");
   if (millis(ob.sts_maintenance()) < 1000) problem("outbound.sts_maintenance", "sts_maintenance must be at least 1s");
-  if (!ob.ca_file().empty() && access(ob.ca_file().c_str(), R_OK) != 0) problem("outbound.ca_file", "cannot read CA file " + ob.ca_file());
+  if (dp_files && !ob.ca_file().empty() && access(ob.ca_file().c_str(), R_OK) != 0) problem("outbound.ca_file", "cannot read CA file " + ob.ca_file());
   if (millis(ob.retry_min()) <= 0) problem("outbound.retry_min", "retry_min must be positive");
   if (millis(ob.retry_max()) < millis(ob.retry_min())) problem("outbound.retry_max", "retry_max must not be below retry_min");
   if (ob.connections_per_destination() > 100) problem("outbound.connections_per_destination", "connections_per_destination must be 1-100");
@@ -470,9 +472,9 @@ void validate(const Config& c, const ProblemSink& problem) {
     const Certificate& cert = sp.certificates(j);
     const std::string cp = "mta_sts_publish.certificates[" + std::to_string(j) + "]";
     if (cert.cert_file().empty()) problem(cp, "cert_file is required");
-    else if (access(cert.cert_file().c_str(), R_OK) != 0) problem(cp + ".cert_file", "cannot read certificate file " + cert.cert_file());
+    else if (cp_files && access(cert.cert_file().c_str(), R_OK) != 0) problem(cp + ".cert_file", "cannot read certificate file " + cert.cert_file());
     if (cert.key_file().empty()) problem(cp, "key_file is required");
-    else if (access(cert.key_file().c_str(), R_OK) != 0) problem(cp + ".key_file", "cannot read key file " + cert.key_file());
+    else if (cp_files && access(cert.key_file().c_str(), R_OK) != 0) problem(cp + ".key_file", "cannot read key file " + cert.key_file());
   }
 
   const TlsRptReports& tr = c.tlsrpt().reports();
@@ -489,7 +491,7 @@ void validate(const Config& c, const ProblemSink& problem) {
     problem("tlsrpt.reports.spread", "spread must be between 0s and 24h");
   if (millis(tr.retry_min()) <= 0 || millis(tr.retry_max()) < millis(tr.retry_min()))
     problem("tlsrpt.reports", "retry_min must be positive and retry_max at least retry_min");
-  if (!tr.ca_file().empty() && access(tr.ca_file().c_str(), R_OK) != 0)
+  if (cp_files && !tr.ca_file().empty() && access(tr.ca_file().c_str(), R_OK) != 0)
     problem("tlsrpt.reports.ca_file", "cannot read CA file " + tr.ca_file());
   for (int i = 0; i < c.tlsrpt().inbound().mailboxes_size(); ++i) {
     const std::string& mb = c.tlsrpt().inbound().mailboxes(i);

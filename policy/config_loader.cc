@@ -315,7 +315,7 @@ std::optional<int64_t> parse_duration_ms(std::string_view text) {
   return total;
 }
 
-LoadResult load_config_text(std::string_view yaml_text, std::string_view file_name) {
+LoadResult load_config_text(std::string_view yaml_text, std::string_view file_name, unsigned files) {
   LoadResult result;
   std::string file(file_name);
   YAML::Node root;
@@ -340,12 +340,12 @@ LoadResult load_config_text(std::string_view yaml_text, std::string_view file_na
   validate(config, [&](const std::string& path, const std::string& message) {
     Place p = place_for(mapper.places, path);
     result.errors.push_back(ConfigError{file, p.line, p.column, message});
-  });
+  }, files);
   if (result.errors.empty()) result.config = std::move(config);
   return result;
 }
 
-LoadResult load_config_file(const std::string& path) {
+LoadResult load_config_file(const std::string& path, unsigned files) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     LoadResult r;
@@ -354,7 +354,7 @@ LoadResult load_config_file(const std::string& path) {
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  return load_config_text(ss.str(), path);
+  return load_config_text(ss.str(), path, files);
 }
 
 }  // namespace mxedge::config

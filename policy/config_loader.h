@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mxedge/config/v1/config.pb.h"
+#include "policy/config_defaults.h"
 
 namespace mxedge::config {
 
@@ -35,9 +36,10 @@ struct LoadResult {
   std::string error_text() const;  // every error, one per line
 };
 
-// Parses, applies defaults and validates.
-LoadResult load_config_file(const std::string& path);
-LoadResult load_config_text(std::string_view yaml_text, std::string_view file_name);
+// Parses, applies defaults and validates. `files` (config_defaults.h): whose files must be readable
+// by this process; each daemon passes its own, operators' checks all.
+LoadResult load_config_file(const std::string& path, unsigned files = kFilesAll);
+LoadResult load_config_text(std::string_view yaml_text, std::string_view file_name, unsigned files = kFilesAll);
 
 // Parsing helpers shared with the CLI and tests.
 std::optional<uint64_t> parse_byte_size(std::string_view text);

@@ -33,7 +33,7 @@ constexpr const char* kDefaultSocket = "/run/mxedge/mgmt.sock";
 std::string socket_path(const Ctl& ctl) {
   if (!ctl.socket.empty()) return ctl.socket;
   if (::access(ctl.config_file.c_str(), R_OK) == 0) {
-    auto loaded = config::load_config_file(ctl.config_file);
+    auto loaded = config::load_config_file(ctl.config_file, config::kFilesNone);  // only the socket paths
     if (loaded.ok()) return loaded.config->management().socket();
   }
   return kDefaultSocket;

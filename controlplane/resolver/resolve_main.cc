@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   mxedge::config::v1::Config gateway_config;
   if (!config_file.empty()) {
-    auto loaded = mxedge::config::load_config_file(config_file);
+    auto loaded = mxedge::config::load_config_file(config_file, mxedge::config::kFilesNone);
     if (!loaded.ok()) {
       std::cerr << loaded.error_text();
       return 1;

@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "One JSON object per event");
   CLI11_PARSE(app, argc, argv);
   if (spool.empty() && !config_file.empty()) {
-    auto loaded = mxedge::config::load_config_file(config_file);
+    auto loaded = mxedge::config::load_config_file(config_file, mxedge::config::kFilesNone);
     if (!loaded.ok()) {
       std::cerr << loaded.error_text();
       return 1;

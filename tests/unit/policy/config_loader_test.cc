@@ -109,6 +109,41 @@ TEST(ConfigLoader, TypeMismatchesAndSyntaxErrors) {
   EXPECT_NE(r5.error_text().find("duplicate key 'workers'"), std::string::npos) << r5.error_text();
 }
 
+// Each daemon checks only the files it opens itself: the control plane (its own user) must start
+// although it cannot read the data plane's private keys, and the reverse.
+TEST(ConfigLoader, EachPlaneChecksOnlyTheFilesItReads) {
+  std::string y = std::string(kMinimal) +
+                  "mta_sts_publish:\n  listen: \"127.0.0.1:8443\"\n"
+                  "  certificates: [{cert_file: /nonexistent/sts.pem, key_file: /nonexistent/sts.key}]\n";
+  // A TLS listener whose key no one here can read.
+  const std::string from = "    tls_mode: none\n";
+  y.replace(y.find(from), from.size(),
+            "    tls_mode: starttls\n    certificates: [{cert_file: /nonexistent/gw.pem, key_file: /nonexistent/gw.key}]\n");
+  auto all = load_config_text(y, "t.yaml");
+  ASSERT_FALSE(all.ok());
+  EXPECT_NE(all.error_text().find("cannot read key file /nonexistent/gw.key"), std::string::npos) << all.error_text();
+  EXPECT_NE(all.error_text().find("cannot read key file /nonexistent/sts.key"), std::string::npos) << all.error_text();
+
+  auto dp = load_config_text(y, "t.yaml", kFilesDataPlane);
+  ASSERT_FALSE(dp.ok());
+  EXPECT_NE(dp.error_text().find("/nonexistent/gw.key"), std::string::npos);
+  EXPECT_EQ(dp.error_text().find("/nonexistent/sts"), std::string::npos) << dp.error_text();
+
+  auto cp = load_config_text(y, "t.yaml", kFilesControlPlane);
+  ASSERT_FALSE(cp.ok());
+  EXPECT_NE(cp.error_text().find("/nonexistent/sts.key"), std::string::npos);
+  EXPECT_EQ(cp.error_text().find("/nonexistent/gw"), std::string::npos) << cp.error_text();
+
+  auto none = load_config_text(y, "t.yaml", kFilesNone);
+  EXPECT_TRUE(none.ok()) << none.error_text();
+  // Required settings are required whoever reads: an empty key_file is an error for every plane.
+  std::string empty = y;
+  empty.replace(empty.find("key_file: /nonexistent/gw.key"), 29, "key_file: \"\"");
+  auto e = load_config_text(empty, "t.yaml", kFilesNone);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error_text().find("key_file is required"), std::string::npos) << e.error_text();
+}
+
 TEST(ConfigLoader, MissingFile) {
   auto r = load_config_file("/nonexistent/mxedge.yaml");
   ASSERT_FALSE(r.ok());

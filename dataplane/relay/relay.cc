@@ -67,9 +67,12 @@ void Relay::kick() {
   }
   // After a failure, probe with one connection before opening the rest.
   size_t limit = hop_failures_ > 0 ? 1 : runtime_->relay.connections_per_worker;
-  while (!ready_.empty() && connections_.size() < std::min<size_t>(limit, ready_.size())) {
+  // A connection that fails at once (socket() out of descriptors, connect() with no route) closes
+  // inside start() and starts the back-off: stop opening then, or this loop would never end.
+  while (!ready_.empty() && connections_.size() < std::min<size_t>(limit, ready_.size()) && loop_.now_ms() >= hop_retry_at_) {
     connections_.push_back(std::make_unique<RelayConnection>(*this));
     connections_.back()->start();
+    limit = hop_failures_ > 0 ? 1 : runtime_->relay.connections_per_worker;
   }
 }
 

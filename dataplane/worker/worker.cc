@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -85,6 +86,7 @@ Worker::Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::s
     acceptors_.push_back(std::make_unique<Acceptor>(*this, i));
     loop_.add(listen_fds_[i], EPOLLIN, acceptors_.back().get());
   }
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // see refuse_without_descriptors()
   loop_.set_end_of_turn([this] { end_of_turn(); });
 }
 
@@ -93,6 +95,7 @@ Worker::~Worker() {
   for (int fd : listen_fds_) {
     if (fd >= 0) ::close(fd);
   }
+  if (spare_fd_ >= 0) ::close(spare_fd_);
 }
 
 void Worker::start() {
@@ -194,7 +197,10 @@ void Worker::accept_ready(size_t li) {
     socklen_t len = sizeof ss;
     int fd = ::accept4(listen_fds_[li], reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) log::error("accept.fd_exhausted").kv("worker", index_);
+      if (errno == EMFILE || errno == ENFILE) {
+        if (refuse_without_descriptors(li)) continue;  // told one client to come back later
+        return;                                         // accepting is paused for a moment
+      }
       return;
     }
     // SMTP is request/response in small writes: without TCP_NODELAY a reply written after TLS session
@@ -253,6 +259,55 @@ void Worker::accept_ready(size_t li) {
     stats::set(counters_.sessions_active, connections_.size());
     raw->start();
   }
+}
+
+// Out of file descriptors (EMFILE/ENFILE): the listening socket stays readable, so a level-triggered
+// loop would spin on failing accepts while clients wait in the backlog. The worker keeps one spare
+// descriptor for this: it is closed, one connection is accepted with it, told 421 and closed, and the
+// spare is taken again; the backlog drains with clear answers. Without a spare (another thread took
+// the descriptor), accepting pauses for 100 ms. Logged at most once a second with the count.
+bool Worker::refuse_without_descriptors(size_t li) {
+  bool refused = false;
+  if (spare_fd_ >= 0) {
+    ::close(spare_fd_);
+    spare_fd_ = -1;
+    int fd = ::accept4(listen_fds_[li], nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      if (!runtime_->listeners[li].policy->implicit_tls) {
+        const std::string reply = "421 4.3.2 " + runtime_->config.hostname() + " Service busy, try again later\r\n";
+        ssize_t n = ::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)n;
+      }
+      ::close(fd);
+      stats::bump(counters_.connections_refused_total);
+      ++fd_refused_;
+      refused = true;
+    }
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  const int64_t now = loop_.now_ms();
+  if (now - fd_exhausted_logged_ms_ >= 1000) {
+    log::error("accept.fd_exhausted").kv("worker", index_).kv("refused", fd_refused_).kv("sessions", static_cast<uint64_t>(connections_.size()))
+        .kv("action", spare_fd_ >= 0 ? "421 to new connections" : "accepting paused");
+    fd_exhausted_logged_ms_ = now;
+    fd_refused_ = 0;
+  }
+  if (refused && spare_fd_ >= 0) return true;
+  if (!accept_paused_) {
+    accept_paused_ = true;
+    for (size_t i = 0; i < listen_fds_.size(); ++i)
+      if (listen_fds_[i] >= 0) loop_.modify(listen_fds_[i], 0, acceptors_[i].get());
+    if (!accept_resume_timer_) {
+      accept_resume_timer_ = std::make_unique<FunctionTimer>(&loop_, [this] {
+        accept_paused_ = false;
+        if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        for (size_t i = 0; i < listen_fds_.size(); ++i)
+          if (listen_fds_[i] >= 0 && !stopping_) loop_.modify(listen_fds_[i], EPOLLIN, acceptors_[i].get());
+      });
+    }
+    accept_resume_timer_->arm_at(now + 100);
+  }
+  return false;
 }
 
 void Worker::retire(InboundConnection* c) {

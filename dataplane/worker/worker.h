@@ -86,6 +86,7 @@ class Worker final : public smtp::SessionHost {
   class Acceptor;
   void run();
   void accept_ready(size_t listener_index);
+  bool refuse_without_descriptors(size_t listener_index);
   void end_of_turn();
   void begin_stop(int64_t grace_ms);
   void tlsrpt_intake();
@@ -110,6 +111,12 @@ class Worker final : public smtp::SessionHost {
   int64_t stop_deadline_ms_ = 0;
   int64_t last_flush_ms_ = 0;
   std::unique_ptr<FunctionTimer> stop_timer_;
+  // Out of descriptors: a spare one to accept-and-refuse with, and a pause when even that fails.
+  int spare_fd_ = -1;
+  bool accept_paused_ = false;
+  uint64_t fd_refused_ = 0;
+  int64_t fd_exhausted_logged_ms_ = -1'000'000;
+  std::unique_ptr<FunctionTimer> accept_resume_timer_;
   // Inbound TLS-RPT reports: queue ids committed this turn, and the store (opened on first use).
   std::vector<std::string> tlsrpt_pending_;
   std::unique_ptr<trace::TlsRptInboundStore> tlsrpt_inbound_;

@@ -22,7 +22,7 @@ packages=(
   dpdk dpdk-dev
   # the load scenarios' plots (tests/load/scenarios) and trafgen, the packet generator mxedge-pktgen is
   # measured against (tests/load/pktgen)
-  python3-matplotlib netsniff-ng python3-openssl
+  python3-matplotlib netsniff-ng python3-openssl libfaketime
   # the reference MTA-STS resolver of tests/load/mta_sts/bench_mta_sts.py (mta-sts-daemon)
   postfix-mta-sts-resolver
 )

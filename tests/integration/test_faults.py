@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 
-from lab import smtp_client
+from lab import smtp_client, util
 
 
 def _open_fds(pid: int) -> int:
@@ -112,3 +112,54 @@ def test_next_hop_that_fails_at_once_backs_off_instead_of_spinning(gateway_facto
     attempts = len(re.findall(r"event=relay\.next_hop_unavailable", log))
     assert 1 <= attempts <= 6, f"{attempts} attempts in about 2 s"
     assert "Network is unreachable" in log
+
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+def _received_date(msg) -> float:
+    """The time in the gateway's own Received: header (the first one)."""
+    import email.utils
+    value = msg.headers("Received")[0]
+    return email.utils.parsedate_to_datetime(value.rsplit(";", 1)[1].strip()).timestamp()
+
+
+def test_wall_clock_jumps(gateway_factory, smtp_sink, session, tmp_path):
+    """The wall clock jumps 2 hours forward, then a day back (libfaketime, re-read at every call;
+    the monotonic clock is left alone, as NTP stepping the clock leaves it). Mail deferred before
+    the jump is delivered after it on the normal back-off, new mail carries the new time, and every
+    queue id stays unique."""
+    if not os.path.exists(FAKETIME_LIB):
+        raise AssertionError(f"{FAKETIME_LIB} is missing (Debian package libfaketime, installed by scripts/setup.sh)")
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    gw = gateway_factory(smtp_sink.port, start=False)
+    gw.env = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": str(offset), "FAKETIME_NO_CACHE": "1",
+              "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+              # the sanitizer build: libfaketime is preloaded ahead of the ASan runtime
+              "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    gw.start()
+    smtp_sink.stop()                               # the next hop is down: A is deferred
+    qids = []
+
+    def send(tag: str) -> None:
+        c = session(gw)
+        _, content = smtp_client.build_message(message_id=f"clock-{tag}@client.example.test")
+        r = c.send_mail("sender@example.test", ["user@lab.test"], content).expect(250)
+        qids.append(smtp_client.queue_id(r))
+
+    send("a")
+    util.wait_until(lambda: "event=relay.next_hop_unavailable" in gw.run_log(), 10, message="A waiting for the next hop")
+    offset.write_text("+2h\n")
+    smtp_sink.start()
+    a = smtp_sink.wait_for_message_id("clock-a@client.example.test", timeout=30)
+    send("b")
+    b = smtp_sink.wait_for_message_id("clock-b@client.example.test", timeout=30)
+    assert abs(_received_date(b) - (time.time() + 7200)) < 300, b.headers("Received")[0]
+    assert _received_date(a) < _received_date(b)
+    offset.write_text("-1d\n")
+    send("c")
+    c = smtp_sink.wait_for_message_id("clock-c@client.example.test", timeout=30)
+    assert abs(_received_date(c) - (time.time() - 86400)) < 300, c.headers("Received")[0]
+    assert len(set(qids)) == 3 and all(qids), qids
+    assert "level=error" not in gw.run_log()

@@ -4,6 +4,7 @@
 // dropping connections; SIGTERM/SIGINT stop accepting, let sessions finish within a grace period, and
 // exit with every acknowledged message still in the spool.
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -35,6 +36,7 @@
 #include "policy/config_loader.h"
 #include "policy/log.h"
 #include "policy/mgmt_socket.h"
+#include "policy/privileges.h"
 #include "policy/service_notify.h"
 
 namespace {
@@ -322,6 +324,21 @@ int main(int argc, char** argv) {
     }
     workers.push_back(std::make_unique<worker::Worker>(w, cfg.workers().cores(static_cast<int>(w)), std::move(fds), runtime,
                                                        std::move(sp), limits, policy_store.get(), policy_client.get()));
+  }
+  // Start-up is done with privileges: listeners bound, BPF programs loaded, attached and pinned. A
+  // service user (the appliance's mxedge-dp) keeps only what the running data plane needs, before any
+  // thread exists (capabilities are per thread; later threads inherit the reduced sets): CAP_BPF for
+  // the map reads and writes behind counters, lists and limits, CAP_NET_ADMIN to detach XDP at
+  // shutdown, and nothing without a fast path. DPDK mode keeps its own (its lcore threads already
+  // run). Root is left alone: its files are its own whatever its capabilities.
+  if (::geteuid() != 0 && !dpdk_mode) {
+    std::vector<int> keep;
+    if (fast_path) keep = {CAP_BPF, CAP_NET_ADMIN};
+    if (!privileges::drop_capabilities_except(keep, &error)) {
+      log::error("dataplane.privileges_failed").kv("reason", error);
+      return 1;
+    }
+    log::info("privileges.dropped").kv("effective", privileges::effective_capabilities());
   }
   for (auto& w : workers) w->start();
   if (policy_client) {

@@ -292,6 +292,15 @@ def main() -> int:
         print(tail(units))
         check(re.search(r"mxedge-dp\s+mxedge-datapl", units) is not None and re.search(r"mxedge-cp\s+mxedge-contro", units) is not None,
               "the daemons run as their service users mxedge-dp and mxedge-cp")
+        caps = guest.ssh("grep -E '^Cap(Eff|Amb)' /proc/$(pidof mxedge-dataplane)/status; "
+                         "grep -E '^CapEff' /proc/$(pidof mxedge-controlplane)/status", check_rc=False).stdout.split()
+        # After start-up the data plane keeps CAP_BPF (39) and CAP_NET_ADMIN (12) only; the control
+        # plane keeps what its unit grants (CAP_NET_BIND_SERVICE, 10).
+        check(caps[1:2] == [f"{(1 << 39) | (1 << 12):016x}"] and caps[3:4] == ["0000000000000000"]
+              and caps[5:6] == [f"{1 << 10:016x}"], f"capabilities after start-up: {' '.join(caps)}")
+        sec = guest.ssh("for d in mxedge-dataplane mxedge-controlplane; do grep -E '^(Seccomp|NoNewPrivs):' /proc/$(pidof $d)/status; done",
+                        check_rc=False).stdout.split()
+        check(sec == ["NoNewPrivs:", "1", "Seccomp:", "2"] * 2, f"both daemons under a seccomp filter, no new privileges: {' '.join(sec)}")
         ro = guest.ssh("touch /usr/mxedge-ro-test 2>&1; findmnt -no FSTYPE,OPTIONS /; findmnt -no SOURCE,FSTYPE /var", check_rc=False).stdout
         check("Read-only file system" in ro and "squashfs" in ro and "ext4" in ro,
               "the root is a read-only squashfs, /var is ext4: " + " | ".join(ro.split("\n")[1:3]))

@@ -86,7 +86,15 @@ Worker::Worker(unsigned index, unsigned cpu, std::vector<int> listen_fds, std::s
     acceptors_.push_back(std::make_unique<Acceptor>(*this, i));
     loop_.add(listen_fds_[i], EPOLLIN, acceptors_.back().get());
   }
-  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // see refuse_without_descriptors()
+  // See refuse_without_descriptors(): what it needs exists before descriptors run out.
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  accept_resume_timer_ = std::make_unique<FunctionTimer>(&loop_, [this] {
+    accept_paused_ = false;
+    if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (size_t i = 0; i < listen_fds_.size(); ++i)
+      if (listen_fds_[i] >= 0 && !stopping_) loop_.modify(listen_fds_[i], EPOLLIN, acceptors_[i].get());
+  });
+  accept_resume_timer_->cancel();
   loop_.set_end_of_turn([this] { end_of_turn(); });
 }
 
@@ -297,14 +305,6 @@ bool Worker::refuse_without_descriptors(size_t li) {
     accept_paused_ = true;
     for (size_t i = 0; i < listen_fds_.size(); ++i)
       if (listen_fds_[i] >= 0) loop_.modify(listen_fds_[i], 0, acceptors_[i].get());
-    if (!accept_resume_timer_) {
-      accept_resume_timer_ = std::make_unique<FunctionTimer>(&loop_, [this] {
-        accept_paused_ = false;
-        if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        for (size_t i = 0; i < listen_fds_.size(); ++i)
-          if (listen_fds_[i] >= 0 && !stopping_) loop_.modify(listen_fds_[i], EPOLLIN, acceptors_[i].get());
-      });
-    }
     accept_resume_timer_->arm_at(now + 100);
   }
   return false;

@@ -14,12 +14,12 @@
 #include <bpf/bpf_helpers.h>
 /* The verifier wants bounded loops it can see; clang unrolls them. */
 #define MXEDGE_UNROLL _Pragma("unroll")
-/* A 16-bit field after bpf_ntohs() is bounded again by an AND the compiler cannot drop: the verifier
- * of older kernels (Debian 12's 6.1, the appliance's) does not track bounds through a byte swap, and
- * rejects "pkt pointer + unbounded scalar" otherwise. */
 /* Hides what the compiler knows about x, so that a bounds check it would drop as always true stays
  * in the program for the verifier (6.1's loses bounds through 64-bit multiply-shift). */
 #define MXEDGE_OPAQUE(x) asm volatile("" : "+r"(x))
+/* A 16-bit field after bpf_ntohs() is bounded again by an AND the compiler cannot drop: the verifier
+ * of older kernels (Debian 12's 6.1, the appliance's) does not track bounds through a byte swap, and
+ * rejects "pkt pointer + unbounded scalar" otherwise. */
 #define MXEDGE_BOUND16(x)                     \
 	do {                                  \
 		asm volatile("" : "+r"(x));   \

@@ -139,14 +139,14 @@ done
 objcopy "${args[@]}" "$STUB" "$UKI"
 echo "$(basename "$UKI"): $(du -h "$UKI" | cut -f1), command line: $(cat "$WORK/cmdline")"
 
-step "root slot (squashfs, xz) and /var (ext4)"
+step "root slot (squashfs, xz)"
 ROOTIMG=$WORK/mxedge_$VERSION.root.squashfs
 mksquashfs "$ROOT" "$ROOTIMG" -comp xz -noappend -quiet -wildcards -e 'var/*' -e 'boot/*' -e 'tmp/*' -e 'proc/*' -e 'sys/*' -e 'dev/*' -e 'run/*' \
   -all-time "$SOURCE_DATE_EPOCH" -mkfs-time "$SOURCE_DATE_EPOCH" -processors 2 >/dev/null
 echo "root: $(du -h "$ROOTIMG" | cut -f1) (slot $SLOT_SIZE)"
 [ "$(stat -c %s "$ROOTIMG")" -le "$(numfmt --from=iec "$SLOT_SIZE")" ] || { echo "build.sh: the root image does not fit --slot-size $SLOT_SIZE" >&2; exit 1; }
 if [ "$NO_DISK" = 0 ]; then
-step "ESP (FAT, systemd-boot, written with mtools: nothing mounted)"
+step "ESP (FAT, systemd-boot, written with mtools: nothing mounted) and /var (mkfs.ext4 -d)"
 ESP=$WORK/esp.img
 truncate -s 256M "$ESP"
 mkfs.vfat -F 32 -n ESP -i 4d584547 "$ESP" >/dev/null

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -39,6 +40,7 @@
 #include "policy/duration.h"
 #include "policy/log.h"
 #include "policy/mgmt_socket.h"
+#include "policy/privileges.h"
 #include "policy/service_notify.h"
 
 namespace {
@@ -148,7 +150,7 @@ int main(int argc, char** argv) {
   mdeps.config_file = config_file;
   mdeps.started_at = static_cast<int64_t>(::time(nullptr));
   mdeps.version = "0.1.0";
-  std::unique_ptr<sts_publish::StsPublishServer> sts_publisher;  // started after the other servers
+  std::unique_ptr<sts_publish::StsPublishServer> sts_publisher;  // bound first, serving after the other servers
   std::unique_ptr<tlsrpt::ReportSender> report_sender;            // TLS-RPT reports, its own thread
   mdeps.reload = [&table, &config_file, &cfg, &sts_publisher, &report_sender](std::string* detail) {
     auto again = config::load_config_file(config_file, config::kFilesControlPlane);
@@ -208,6 +210,29 @@ int main(int argc, char** argv) {
   }
   auto reload_on_signal = mdeps.reload;  // SIGHUP (systemd's ExecReload) reloads like `mxedgectl config reload`
   controlplane::Management management(std::move(mdeps));
+  // The only privileged step is binding mta_sts_publish.listen (port 443 needs
+  // CAP_NET_BIND_SERVICE); its thread starts further down. Then, before any thread exists, a service
+  // user (the appliance's mxedge-cp) gives up every capability, and this thread takes the worker
+  // sandbox (policy/privileges.h), which every thread started from here inherits: the control plane
+  // parses DNS answers, HTTPS responses and policies from the Internet and never starts a program,
+  // calls bpf() or mounts anything.
+  if (!cfg.mta_sts_publish().listen().empty()) {
+    sts_publisher = sts_publish::StsPublishServer::bind(cfg, &error);
+    if (!sts_publisher) {
+      log::error("controlplane.failed").kv("reason", error);
+      return 1;
+    }
+  }
+  if (::geteuid() != 0) {
+    if (!privileges::drop_capabilities_except({}, &error)) {
+      log::error("controlplane.privileges_failed").kv("reason", error);
+      return 1;
+    }
+    log::info("privileges.dropped").kv("effective", privileges::effective_capabilities());
+  }
+  if (!privileges::restrict_thread_syscalls(&error)) {
+    log::error("controlplane.sandbox_failed").kv("reason", error);  // keeps serving under the unit's filter
+  }
   mgmt::MgmtServer mgmt_server("control plane",
                                [&management](const mgmt::v1::Request& r, const mgmt::Peer& p) { return management.handle(r, p); });
   if (!mgmt_server.start(cfg.management().socket(), cfg.management().admin_group(), &error)) {
@@ -244,15 +269,7 @@ int main(int argc, char** argv) {
     }
     report_sender->start();
   }
-  if (!cfg.mta_sts_publish().listen().empty()) {
-    sts_publisher = sts_publish::StsPublishServer::start(cfg, &error);
-    if (!sts_publisher) {
-      log::error("controlplane.failed").kv("reason", error);
-      if (report_sender) report_sender->stop();
-      mgmt_server.stop();
-      return 1;
-    }
-  }
+  if (sts_publisher) sts_publisher->serve();
 
   auto on_signal = [](evutil_socket_t sig, short, void* arg) {
     log::info("controlplane.stopping").kv("signal", static_cast<int64_t>(sig));

@@ -1,12 +1,17 @@
 #include "policy/privileges.h"
 
+#include <linux/audit.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 
 namespace mxedge::privileges {
@@ -53,7 +58,112 @@ const char* name_of(int cap) {
   }
 }
 
+#if defined(__x86_64__)
+constexpr uint32_t kAuditArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+constexpr uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
+#else
+#error "restrict_thread_syscalls: add this architecture's AUDIT_ARCH"
+#endif
+
+struct Denied {
+  long nr;
+  const char* name;
+};
+
+#define MXEDGE_DENY(call) Denied{__NR_##call, #call}
+
+// What a worker never does (privileges.h). clone and clone3 are handled apart.
+const std::vector<Denied>& denied() {
+  static const std::vector<Denied> list = {
+      MXEDGE_DENY(execve), MXEDGE_DENY(execveat),
+#ifdef __NR_fork
+      MXEDGE_DENY(fork), MXEDGE_DENY(vfork),
+#endif
+      MXEDGE_DENY(ptrace), MXEDGE_DENY(process_vm_readv), MXEDGE_DENY(process_vm_writev), MXEDGE_DENY(pidfd_getfd),
+      MXEDGE_DENY(kcmp), MXEDGE_DENY(bpf), MXEDGE_DENY(perf_event_open), MXEDGE_DENY(userfaultfd),
+      MXEDGE_DENY(mount), MXEDGE_DENY(umount2), MXEDGE_DENY(pivot_root), MXEDGE_DENY(chroot), MXEDGE_DENY(setns),
+      MXEDGE_DENY(unshare), MXEDGE_DENY(fsopen), MXEDGE_DENY(fsconfig), MXEDGE_DENY(fsmount), MXEDGE_DENY(fspick),
+      MXEDGE_DENY(move_mount), MXEDGE_DENY(open_tree), MXEDGE_DENY(mount_setattr), MXEDGE_DENY(init_module),
+      MXEDGE_DENY(finit_module), MXEDGE_DENY(delete_module), MXEDGE_DENY(kexec_load), MXEDGE_DENY(kexec_file_load),
+      MXEDGE_DENY(reboot), MXEDGE_DENY(swapon), MXEDGE_DENY(swapoff), MXEDGE_DENY(acct), MXEDGE_DENY(quotactl),
+      MXEDGE_DENY(add_key), MXEDGE_DENY(request_key), MXEDGE_DENY(keyctl), MXEDGE_DENY(io_uring_setup),
+      MXEDGE_DENY(io_uring_enter), MXEDGE_DENY(io_uring_register), MXEDGE_DENY(open_by_handle_at),
+      MXEDGE_DENY(name_to_handle_at), MXEDGE_DENY(settimeofday), MXEDGE_DENY(clock_settime),
+      MXEDGE_DENY(clock_adjtime), MXEDGE_DENY(adjtimex), MXEDGE_DENY(sethostname), MXEDGE_DENY(setdomainname),
+      MXEDGE_DENY(personality), MXEDGE_DENY(syslog), MXEDGE_DENY(vhangup),
+#ifdef __NR_iopl
+      MXEDGE_DENY(iopl), MXEDGE_DENY(ioperm), MXEDGE_DENY(uselib),
+#endif
+  };
+  return list;
+}
+
+#undef MXEDGE_DENY
+
+constexpr uint32_t errno_action(int err) { return SECCOMP_RET_ERRNO | (static_cast<uint32_t>(err) & SECCOMP_RET_DATA); }
+
+sock_filter statement(uint16_t code, uint32_t k) { return sock_filter{code, 0, 0, k}; }
+sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) { return sock_filter{code, jt, jf, k}; }
+
+std::vector<sock_filter> thread_filter() {
+  constexpr uint32_t kArch = offsetof(seccomp_data, arch);
+  constexpr uint32_t kNr = offsetof(seccomp_data, nr);
+  constexpr uint32_t kArg0Low = offsetof(seccomp_data, args);  // little endian: the low 32 bits
+  std::vector<sock_filter> f;
+  // Another ABI (i386 through int 0x80): its numbers mean other calls, so nothing is allowed there.
+  f.push_back(statement(BPF_LD | BPF_W | BPF_ABS, kArch));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0));
+  f.push_back(statement(BPF_RET | BPF_K, errno_action(EPERM)));
+  f.push_back(statement(BPF_LD | BPF_W | BPF_ABS, kNr));
+#if defined(__x86_64__)
+  // x32 calls share the architecture with their own numbering (bit 30 set).
+  f.push_back(jump(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1));
+  f.push_back(statement(BPF_RET | BPF_K, errno_action(EPERM)));
+#endif
+  for (const Denied& d : denied()) {
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(d.nr), 0, 1));
+    f.push_back(statement(BPF_RET | BPF_K, errno_action(EPERM)));
+  }
+  // clone3 passes its flags in memory a filter cannot read: ENOSYS makes the C library use clone.
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1));
+  f.push_back(statement(BPF_RET | BPF_K, errno_action(ENOSYS)));
+  // clone: threads yes (CLONE_THREAD), processes no.
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3));
+  f.push_back(statement(BPF_LD | BPF_W | BPF_ABS, kArg0Low));
+  f.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 1, 0));
+  f.push_back(statement(BPF_RET | BPF_K, errno_action(EPERM)));
+  f.push_back(statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  return f;
+}
+
 }  // namespace
+
+bool restrict_thread_syscalls(std::string* error) {
+  std::vector<sock_filter> filter = thread_filter();
+  sock_fprog program{static_cast<unsigned short>(filter.size()), filter.data()};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    *error = std::string("prctl(PR_SET_NO_NEW_PRIVS): ") + std::strerror(errno);
+    return false;
+  }
+  // Flags 0: this thread only (no SECCOMP_FILTER_FLAG_TSYNC); threads it creates inherit the filter.
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) {
+    *error = std::string("seccomp(SECCOMP_SET_MODE_FILTER): ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+const std::vector<const char*>& restricted_syscall_names() {
+  static const std::vector<const char*> names = [] {
+    std::vector<const char*> n;
+    for (const Denied& d : denied()) n.push_back(d.name);
+    n.push_back("clone3");
+    n.push_back("clone (without CLONE_THREAD)");
+    return n;
+  }();
+  return names;
+}
 
 bool drop_capabilities_except(const std::vector<int>& keep, std::string* error) {
   Sets s;

@@ -15,6 +15,25 @@
 
 namespace mxedge::privileges {
 
+// The worker sandbox: a seccomp filter on the calling thread only (the threads that parse what the
+// Internet sends: SMTP, TLS, message bodies). Inside the unit's process-wide filter it refuses, with
+// EPERM, what a worker never does and an attacker who took one over would want: starting programs
+// (execve, execveat, fork, vfork, clone without CLONE_THREAD), reading or writing other processes
+// (ptrace, process_vm_*, pidfd_getfd, kcmp), the BPF syscall, mounts and namespaces, modules, kexec,
+// reboot, swap, keyrings, perf, userfaultfd, io_uring, handle-based opens, the clock and the host
+// name. clone3 fails with ENOSYS, so the C library falls back to clone, whose flags a filter can
+// read. A system call of another ABI (i386's int 0x80, x32) fails with EPERM too: the numbers above
+// would not match there. It sets no_new_privs on the thread (required without CAP_SYS_ADMIN).
+// Not touched: the setuid family (glibc broadcasts those to every thread; without CAP_SETUID they
+// change nothing anyway) and everything the workers use. The filter is a deny list on purpose: a
+// system call a library starts using one day must not take the gateway down.
+//
+// Call it on the thread itself, before it touches the network; threads it creates inherit it.
+bool restrict_thread_syscalls(std::string* error);
+
+// The list above, by name, for logs and documentation.
+const std::vector<const char*>& restricted_syscall_names();
+
 // `keep`: capability numbers (CAP_BPF, ...) to keep if the process has them. False with *error set
 // when the kernel refuses (the daemon then stops: it would run with more than it should).
 bool drop_capabilities_except(const std::vector<int>& keep, std::string* error);

@@ -59,6 +59,12 @@ int StsPublishServer::on_servername(SSL* ssl, int*, void* arg) {
 }
 
 std::unique_ptr<StsPublishServer> StsPublishServer::start(const config::v1::Config& config, std::string* error) {
+  auto self = bind(config, error);
+  if (self) self->serve();
+  return self;
+}
+
+std::unique_ptr<StsPublishServer> StsPublishServer::bind(const config::v1::Config& config, std::string* error) {
   const auto& pc = config.mta_sts_publish();
   auto addr = SocketAddress::parse(pc.listen());
   if (!addr) {
@@ -134,14 +140,20 @@ std::unique_ptr<StsPublishServer> StsPublishServer::start(const config::v1::Conf
     return nullptr;
   }
   self->port_ = addr->port();
-  self->thread_ = std::thread([raw] {
-    pthread_setname_np(pthread_self(), "mxedge-mtasts");
-    raw->server_->listen_after_bind();
-  });
-  log::info("mta_sts.publish.started").kv("listen", addr->to_string()).kv("domains", static_cast<int64_t>(config.accepted_domains_size()))
-      .kv("mode", policy::to_string(publish_mode(pc.mode())))
-      .kv("id", self->state()->id);
+  self->listen_ = addr->to_string();
+  self->mode_ = policy::to_string(publish_mode(pc.mode()));
+  self->ndomains_ = config.accepted_domains_size();
   return self;
+}
+
+void StsPublishServer::serve() {
+  if (thread_.joinable()) return;
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "mxedge-mtasts");
+    server_->listen_after_bind();
+  });
+  log::info("mta_sts.publish.started").kv("listen", listen_).kv("domains", static_cast<int64_t>(ndomains_))
+      .kv("mode", mode_).kv("id", state()->id);
 }
 
 StsPublishServer::~StsPublishServer() {

@@ -28,6 +28,11 @@ class StsPublishServer {
   // Loads `config.mta_sts_publish().certificates`, binds `listen` and starts serving
   // policy_text(config) for config.accepted_domains(). nullptr and `error` on failure.
   static std::unique_ptr<StsPublishServer> start(const config::v1::Config& config, std::string* error);
+  // start() in two steps: bind() does everything up to the bound socket (the part that may need
+  // CAP_NET_BIND_SERVICE), serve() starts the serving thread, so that a daemon can drop its
+  // privileges in between and the thread never has them.
+  static std::unique_ptr<StsPublishServer> bind(const config::v1::Config& config, std::string* error);
+  void serve();
   ~StsPublishServer();
   StsPublishServer(const StsPublishServer&) = delete;
   StsPublishServer& operator=(const StsPublishServer&) = delete;
@@ -54,6 +59,8 @@ class StsPublishServer {
   std::shared_ptr<const State> state_;
   std::thread thread_;
   uint16_t port_ = 0;
+  std::string listen_, mode_;  // for the started line
+  int ndomains_ = 0;
 };
 
 }  // namespace mxedge::sts_publish

@@ -18,6 +18,7 @@
 #include "controlplane/tlsrpt/intake.h"
 #include "dataplane/worker/inbound_connection.h"
 #include "policy/log.h"
+#include "policy/privileges.h"
 
 namespace mxedge::worker {
 
@@ -123,6 +124,12 @@ void Worker::run() {
   }
   std::string name = "mxedge-w" + std::to_string(index_);
   pthread_setname_np(pthread_self(), name.c_str());
+  // This thread parses what the Internet sends: from here on it cannot start programs, trace other
+  // processes, call bpf() or mount (policy/privileges.h). A kernel that refuses the filter leaves
+  // the worker serving, under the unit's process-wide filter only, and says so.
+  if (std::string why; !privileges::restrict_thread_syscalls(&why)) {
+    log::error("worker.sandbox_failed").kv("worker", index_).kv("reason", why);
+  }
   // Recovered messages go to the relay now that the loop exists.
   // Recovered messages and new ones: outbound intake mail by MX under its policy, the rest to the next hop.
   spool_->set_ready_callback([this](spool::SpoolEntry* e) { route(e); });

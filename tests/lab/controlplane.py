@@ -218,6 +218,8 @@ class ControlPlane:
         self.run_offset = 0
         # Extra environment for the daemon (e.g. MXEDGE_TEST_CLOCK_OFFSET for the TLS-RPT sender).
         self.env: dict[str, str] = {}
+        # Another program to run in its place with the same arguments (a wrapper that changes user).
+        self.binary: str | None = None
 
     def write_config(self) -> None:
         with open(self.config_path, "w") as f:
@@ -234,7 +236,7 @@ class ControlPlane:
             raise AssertionError(reason)
         self.write_config()
         self.run_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
-        self.proc = util.ManagedProcess([binary_path(), "--config", self.config_path], self.log_path,
+        self.proc = util.ManagedProcess([self.binary or binary_path(), "--config", self.config_path], self.log_path,
                                         env={**os.environ, **self.env} if self.env else None,
                                         name="mxedge-controlplane")
         self.proc.start()

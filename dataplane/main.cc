@@ -328,12 +328,12 @@ int main(int argc, char** argv) {
   // Start-up is done with privileges: listeners bound, BPF programs loaded, attached and pinned. A
   // service user (the appliance's mxedge-dp) keeps only what the running data plane needs, before any
   // thread exists (capabilities are per thread; later threads inherit the reduced sets): CAP_BPF for
-  // the map reads and writes behind counters, lists and limits, CAP_NET_ADMIN to detach XDP at
-  // shutdown, and nothing without a fast path. DPDK mode keeps its own (its lcore threads already
-  // run). Root is left alone: its files are its own whatever its capabilities.
+  // the map reads and writes behind counters, lists and limits (detaching XDP at shutdown is closing
+  // its BPF link, which needs nothing), and nothing without a fast path. DPDK mode keeps its own (its
+  // lcore threads already run). Root is left alone: its files are its own whatever its capabilities.
   if (::geteuid() != 0 && !dpdk_mode) {
     std::vector<int> keep;
-    if (fast_path) keep = {CAP_BPF, CAP_NET_ADMIN};
+    if (fast_path) keep = {CAP_BPF};
     if (!privileges::drop_capabilities_except(keep, &error)) {
       log::error("dataplane.privileges_failed").kv("reason", error);
       return 1;

@@ -125,6 +125,60 @@ Status XdpProgram::require_loaded(const char* what) const {
   return Status();
 }
 
+std::string XdpProgram::link_pin_path(const std::string& ifname) const {
+  return options_.pin_dir.empty() ? std::string() : options_.pin_dir + "/link_xdp_" + ifname;
+}
+
+// A link pinned by an earlier run for this interface: its program is replaced in place (no moment
+// without XDP) when it is still attached to this interface in an acceptable mode; otherwise it is
+// detached and unpinned. *adopted is the attachment when it was adopted.
+Status XdpProgram::adopt_pinned_link(const std::string& ifname, unsigned ifindex, AttachMode mode, bool* adopted) {
+  *adopted = false;
+  const std::string path = link_pin_path(ifname);
+  if (path.empty()) return Status();
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    if (errno == ENOENT) return Status();
+    return Status::error(errno, "open pinned link " + path);
+  }
+  bpf_link_info info{};
+  uint32_t len = sizeof(info);
+  std::string stale;
+  bool native = false;
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+    stale = "unreadable: " + errno_text(errno);
+  } else if (info.type != BPF_LINK_TYPE_XDP) {
+    stale = "not an XDP link";
+  } else if (info.xdp.ifindex != ifindex) {
+    stale = info.xdp.ifindex == 0 ? "its interface is gone" : "attached to another interface index";
+  } else {
+    bpf_xdp_query_opts query{};
+    query.sz = sizeof(query);
+    if (int err = bpf_xdp_query(static_cast<int>(ifindex), 0, &query)) {
+      close(fd);
+      return Status::error(err, "bpf_xdp_query(" + ifname + ")");
+    }
+    native = query.drv_prog_id == info.prog_id;
+    if ((mode == AttachMode::kNative && !native) || (mode == AttachMode::kGeneric && native)) stale = "attached in the other mode";
+  }
+  if (stale.empty()) {
+    if (bpf_link_update(fd, prog_fd(), nullptr) == 0) {
+      attachments_.push_back({ifname, ifindex, native});
+      links_.push_back({ifname, fd});
+      log::info("xdp.attached").kv("ifname", ifname).kv("mode", native ? "native" : "generic").kv("link", path)
+          .kv("detail", "replaced the previous run's program in its pinned link");
+      *adopted = true;
+      return Status();
+    }
+    stale = "update failed: " + errno_text(errno);
+  }
+  log::warning("xdp.link_replaced").kv("path", path).kv("reason", stale);
+  bpf_link_detach(fd);  // fails harmlessly when the interface took it away already
+  close(fd);
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) return Status::error(errno, "unlink stale pinned link " + path);
+  return Status();
+}
+
 Status XdpProgram::attach(std::string_view ifname_view, AttachMode mode) {
   std::string ifname(ifname_view);
   if (auto s = require_loaded("attach"); !s.ok()) return s;
@@ -134,7 +188,11 @@ Status XdpProgram::attach(std::string_view ifname_view, AttachMode mode) {
   unsigned ifindex = if_nametoindex(ifname.c_str());
   if (ifindex == 0) return Status::error(errno, "if_nametoindex(" + ifname + ")");
 
-  // Leave other people's programs alone; replace one left by an earlier mxedge run.
+  bool adopted = false;
+  if (auto s = adopt_pinned_link(ifname, ifindex, mode, &adopted); !s.ok() || adopted) return s;
+
+  // Leave other people's programs alone; replace one left by an earlier mxedge run that attached
+  // without a link (older versions did).
   bpf_xdp_query_opts query{};  // LIBBPF_OPTS is a GNU C statement expression; set .sz by hand
   query.sz = sizeof(query);
   if (int err = bpf_xdp_query(static_cast<int>(ifindex), 0, &query)) {
@@ -147,36 +205,48 @@ Status XdpProgram::attach(std::string_view ifname_view, AttachMode mode) {
       return Status::error(EBUSY, ifname + " already runs XDP program \"" + name + "\" (id " + std::to_string(id) +
                                       "); detach it first");
     }
-  }
-  // A stale program in the other mode would make the kernel refuse this one (EEXIST).
-  if (query.skb_prog_id != 0 && mode != AttachMode::kGeneric) {
-    if (int err = bpf_xdp_detach(static_cast<int>(ifindex), XDP_FLAGS_SKB_MODE, nullptr)) {
-      return Status::error(err, "detach stale generic-mode program from " + ifname);
-    }
-  }
-  if (query.drv_prog_id != 0 && mode == AttachMode::kGeneric) {
-    if (int err = bpf_xdp_detach(static_cast<int>(ifindex), XDP_FLAGS_DRV_MODE, nullptr)) {
-      return Status::error(err, "detach stale native-mode program from " + ifname);
+    const uint32_t flags = id == query.drv_prog_id ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE;
+    if (int err = bpf_xdp_detach(static_cast<int>(ifindex), flags, nullptr)) {
+      // EBUSY: a link holds it, so another mxedge process runs on this interface.
+      return Status::error(err, "detach the mxedge program already on " + ifname +
+                                    (err == -EBUSY ? " (another running mxedge-dataplane holds it)" : ""));
     }
   }
 
+  // A BPF link: closing it (or this process ending without a pin) detaches the program, and neither
+  // closing nor updating it needs CAP_NET_ADMIN, so the running data plane does not keep that.
+  auto create = [&](uint32_t flags) {
+    bpf_link_create_opts opts{};
+    opts.sz = sizeof(opts);
+    opts.flags = flags;
+    int fd = bpf_link_create(prog_fd(), static_cast<int>(ifindex), BPF_XDP, &opts);
+    return fd < 0 ? -errno : fd;
+  };
   std::string native_error;
+  int fd = -1;
+  bool native = false;
   if (mode != AttachMode::kGeneric) {
-    int err = bpf_xdp_attach(static_cast<int>(ifindex), prog_fd(), XDP_FLAGS_DRV_MODE, nullptr);
-    if (err == 0) {
-      attachments_.push_back({ifname, ifindex, true});
-      log::info("xdp.attached").kv("ifname", ifname).kv("mode", "native");
-      return Status();
-    }
-    if (mode == AttachMode::kNative) return Status::error(err, "bpf_xdp_attach(" + ifname + ", native)");
-    native_error = errno_text(err);
+    fd = create(XDP_FLAGS_DRV_MODE);
+    native = fd >= 0;
+    if (fd < 0 && mode == AttachMode::kNative) return Status::error(fd, "attach XDP to " + ifname + " (native)");
+    if (fd < 0) native_error = errno_text(fd);
   }
-  if (int err = bpf_xdp_attach(static_cast<int>(ifindex), prog_fd(), XDP_FLAGS_SKB_MODE, nullptr)) {
-    return Status::error(err, "bpf_xdp_attach(" + ifname + ", generic)");
+  if (fd < 0) {
+    fd = create(XDP_FLAGS_SKB_MODE);
+    if (fd < 0) return Status::error(fd, "attach XDP to " + ifname + " (generic)");
   }
-  attachments_.push_back({ifname, ifindex, false});
+  attachments_.push_back({ifname, ifindex, native});
+  links_.push_back({ifname, fd});
+  // Pinned, the attachment outlives a crash (blocklists and flood limits keep applying while the
+  // service restarts), and the next start replaces the program in it.
+  const std::string path = link_pin_path(ifname);
+  if (!path.empty() && bpf_obj_pin(fd, path.c_str()) != 0) {
+    log::warning("xdp.link_pin_failed").kv("path", path).kv("error", errno_text(errno))
+        .kv("detail", "attached; a crash will detach it");
+  }
   auto line = log::info("xdp.attached");
-  line.kv("ifname", ifname).kv("mode", "generic");
+  line.kv("ifname", ifname).kv("mode", native ? "native" : "generic");
+  if (!path.empty()) line.kv("link", path);
   if (!native_error.empty()) line.kv("native_error", native_error);
   return Status();
 }
@@ -187,13 +257,19 @@ Status XdpProgram::detach(std::string_view ifname) {
   if (it == attachments_.end()) return Status::error(ENOENT, "detach: not attached to " + std::string(ifname));
   Attachment a = *it;
   attachments_.erase(it);
-  // Only if our program is still the one attached (XDP_FLAGS_REPLACE with the expected program).
-  bpf_xdp_attach_opts opts{};
-  opts.sz = sizeof(opts);
-  opts.old_prog_fd = prog_fd();
-  int err = bpf_xdp_detach(static_cast<int>(a.ifindex), a.native ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE, &opts);
-  if (err == -ENODEV) return Status();  // the interface is gone, and our program with it
-  if (err) return Status::error(err, "bpf_xdp_detach(" + a.ifname + ")");
+  auto link = std::find_if(links_.begin(), links_.end(), [&](const Link& l) { return l.ifname == ifname; });
+  if (link == links_.end()) return Status::error(ENOENT, "detach: no link for " + a.ifname);
+  const int fd = link->fd;
+  links_.erase(link);
+  // Unpinned first, so that a detach that fails half way does not leave a pin for the next start.
+  const std::string path = link_pin_path(a.ifname);
+  if (!path.empty() && unlink(path.c_str()) != 0 && errno != ENOENT) {
+    log::warning("xdp.link_unpin_failed").kv("path", path).kv("error", errno_text(errno));
+  }
+  int err = bpf_link_detach(fd);
+  close(fd);  // the last reference: the link is released (and detached, if the call above failed)
+  if (err == -ENOLINK || err == -ENODEV) return Status();  // the interface is gone, and our program with it
+  if (err) return Status::error(err, "detach XDP from " + a.ifname);
   log::info("xdp.detached").kv("ifname", a.ifname).kv("mode", a.native ? "native" : "generic");
   return Status();
 }

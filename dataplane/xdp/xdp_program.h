@@ -21,9 +21,13 @@
 // whose layout changed (an upgrade changed bpf/mxedge_abi.h) is replaced, and that is logged
 // (xdp.pin_replaced).
 //
-// Attaching: native (driver) mode first, generic mode as a logged fallback, through bpf_xdp_attach
-// (not libxdp). A program already attached to the interface is replaced only if it is an mxedge
-// program (left by a previous run); anyone else's is left alone and attach fails with EBUSY.
+// Attaching: native (driver) mode first, generic mode as a logged fallback, through a BPF link
+// (BPF_LINK_CREATE; not libxdp) pinned as <pin_dir>/link_xdp_<ifname>. The pin keeps the program
+// attached across a crash; the next start replaces the program inside the pinned link
+// (bpf_link_update: no moment without XDP), and a clean stop unpins and detaches it. A program
+// attached the old way (netlink) is replaced only if it is an mxedge program (left by an older
+// version); anyone else's is left alone and attach fails with EBUSY, as it does while another
+// running data plane holds the interface's link.
 //
 // Threads: one owner thread. Map updates are bpf() calls on maps the program reads concurrently. The
 // config entry is rewritten whole but not atomically for readers: a packet may see a mix of the old
@@ -31,9 +35,10 @@
 // steered, or steered to a worker of the other set).
 //
 // SECURITY: loading needs CAP_BPF and CAP_PERFMON (the program compares packet pointers), pinning
-// write access to the bpf filesystem, attaching and detaching CAP_NET_ADMIN. Map updates need the map
-// fds this object holds and CAP_BPF (Debian sets kernel.unprivileged_bpf_disabled), so a data plane
-// that drops privileges after set-up keeps CAP_BPF and CAP_NET_ADMIN for this API.
+// write access to the bpf filesystem, attaching CAP_NET_ADMIN. Detaching is closing the link (and
+// unlinking its pin), which needs no capability. Map updates need the map fds this object holds and
+// CAP_BPF (Debian sets kernel.unprivileged_bpf_disabled, and the 6.1 kernel then refuses every bpf(2)
+// command without it), so a data plane that drops privileges after set-up keeps CAP_BPF alone.
 #pragma once
 
 #include <cstdint>
@@ -98,6 +103,8 @@ class XdpProgram : public FastPath {
 
  private:
   Status prepare_pins();
+  std::string link_pin_path(const std::string& ifname) const;  // "" without pinning
+  Status adopt_pinned_link(const std::string& ifname, unsigned ifindex, AttachMode mode, bool* adopted);
   int local_fd(bool ipv4) const;
   int source_fd(bool ipv4) const;
   Status read_sources();
@@ -106,6 +113,11 @@ class XdpProgram : public FastPath {
   XdpProgramOptions options_;
   bool loaded_ = false;
   std::vector<Attachment> attachments_;
+  struct Link {
+    std::string ifname;
+    int fd;
+  };
+  std::vector<Link> links_;  // one BPF link per attachment
 };
 
 }  // namespace mxedge::xdp

@@ -1,17 +1,23 @@
 """Outbound delivery when things go away: the control plane down (unexpired policies keep working,
-nothing new is delivered without a policy), a restart with a queue of deferred mail, and a policy
-change while mail waits. Each test runs its own control plane and gateway against the delivery lab.
+nothing new is delivered without a policy), for seconds and for minutes; DNS down for minutes under
+load; a restart with a queue of deferred mail, and a policy change while mail waits. Each test runs
+its own control plane(s) and gateway(s) against the delivery lab.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
+import threading
+import time
 
 import pytest
 
 from lab import controlplane as cp_mod
+from lab import dns as dns_mod
 from lab import flows
 from lab import gateway as gw_mod
+from lab import ports
 from lab import util
 
 
@@ -33,12 +39,12 @@ def stack(delivery_lab, dns_lab, mta_sts_server, tmp_path, lab_pki):
         made.append(cp)
         return cp
 
-    def make_gw(cp, **over):
-        ob = {"enabled": True, "policy_socket": cp.socket_path, "policy_state_file": str(tmp_path / "policy.state"),
+    def make_gw(cp, name: str = "gw", **over):
+        ob = {"enabled": True, "policy_socket": cp.socket_path, "policy_state_file": str(tmp_path / f"{name}-policy.state"),
               "ca_file": lab_pki.ca_pem, "retry_min": "1s", "retry_max": "2s", "connect_timeout": "2s",
               "command_timeout": "10s", "policy_wait": "3s"}
         ob.update(over)
-        gw = gw_mod.Gateway(str(tmp_path / "gw"), lab_pki, next_hop_port=1, hostname="gw.lab.test",
+        gw = gw_mod.Gateway(str(tmp_path / name), lab_pki, next_hop_port=1, hostname="gw.lab.test",
                             listeners=[{"name": "intake", "tls_mode": "none", "role": "outbound",
                                         "allowed_networks": ["127.0.0.1/32"]}],
                             config={"outbound": ob})
@@ -226,3 +232,116 @@ def test_kill9_of_each_daemon_under_outbound_load_loses_nothing_acknowledged(sta
     for qid in acknowledged:
         util.wait_until(lambda: f"qid={qid} " in " ".join(l for l in gw.log_text().splitlines() if "event=message.delivered" in l),
                         60, message=f"delivery of {qid}")
+
+
+OUTAGE_S = 120      # "for minutes": four policy lifetimes and dozens of retry rounds
+POLICY_TTL_S = 30   # resolver.max_ttl: every policy compiled here expires 30 s after compilation
+LOAD_DOMAINS = ["dane-ee.dlv.test", "dane-ta.dlv.test", "insecure.dlv.test"]
+
+
+class _Load:
+    """Submits one message every `interval` seconds to the next of LOAD_DOMAINS until stopped;
+    remembers when each acknowledged one was accepted."""
+
+    def __init__(self, gw, tag: str, interval: float = 2.0):
+        self.gw, self.tag, self.interval = gw, tag, interval
+        self.acknowledged: list[tuple[float, str, str]] = []   # (time, qid, domain)
+        self.refused = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"load-{tag}", daemon=True)
+
+    def _run(self):
+        i = 0
+        while not self._stop.is_set():
+            domain = LOAD_DOMAINS[i % len(LOAD_DOMAINS)]
+            try:
+                qid = flows.submit(self.gw, [f"{self.tag}{i}@{domain}"], f"{self.tag}-{i}")
+                self.acknowledged.append((time.monotonic(), qid, domain))
+            except (AssertionError, OSError, smtplib.SMTPException):
+                self.refused += 1
+            i += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+
+def _deliveries(gw) -> dict[str, str]:
+    """qid -> its (first) message.delivered line."""
+    out = {}
+    for line in gw.log_text().splitlines():
+        if "event=message.delivered" in line:
+            m = re.search(r" qid=(\S+)", line)
+            if m and m.group(1) not in out:
+                out[m.group(1)] = line
+    return out
+
+
+def _check_never_downgraded(gw, tag: str):
+    for qid, line in _deliveries(gw).items():
+        if "domain=dane-" in line:
+            assert "verified=dane" in line, f"{tag}: {qid} delivered without DANE: {line}"
+
+
+def test_control_plane_and_dns_down_for_minutes_under_outbound_load(stack, delivery_lab, dns_lab):
+    """Two gateways under the same steady outbound load, side by side (so that the minutes are spent
+    once). On one the control plane is killed for OUTAGE_S; on the other, DNS stops answering the
+    control plane for OUTAGE_S (a proxy in front of the lab's resolver drops every query). Policies
+    live POLICY_TTL_S. Both keep delivering on unexpired policies, then defer (never deliver to a
+    DANE destination unverified, never guess), keep accepting mail, and deliver every acknowledged
+    message once the outage ends."""
+    make_cp, make_gw = stack
+    proxy = dns_mod.DnsProxy("127.0.0.1", dns_lab.unbound_address, port=ports.free_port("127.0.0.1"))
+    proxy.start()
+    try:
+        resolver_ttl = {"resolver": {"max_ttl": f"{POLICY_TTL_S}s", "failure_ttl": "5s"}}
+        cp_a = make_cp(resolver_ttl, name="cp-down")
+        via_proxy = gw_mod.deep_merge(resolver_ttl, {"resolver": {
+            "root_servers": [], "forwarders": [f"127.0.0.1@{proxy.port}"]}})
+        cp_b = make_cp(via_proxy, name="dns-down")
+        gw_a = make_gw(cp_a, name="gw-cp-down")
+        gw_b = make_gw(cp_b, name="gw-dns-down")
+        for gw in (gw_a, gw_b):
+            gw.wait_log(r"event=policy.link.connected", timeout=10)
+        reason = {"cp-down": "4.4.3 no delivery policy for", "dns-down": "4.4.3 the MX lookup failed"}
+        with _Load(gw_a, "cpdownlong") as load_a, _Load(gw_b, "dnsdownlong") as load_b:
+            time.sleep(8)                       # policies for every load domain compiled and used
+            outage_start = time.monotonic()
+            cp_a.proc.kill()                    # SIGKILL: the control plane is gone
+            cp_a.proc.wait(10)
+            proxy.stop_answering(every_zone=True)
+            time.sleep(OUTAGE_S)
+            outage_end = time.monotonic()
+            during = {"cp-down": _deliveries(gw_a), "dns-down": _deliveries(gw_b)}
+            deferred_text = {"cp-down": gw_a.log_text(), "dns-down": gw_b.log_text()}
+            assert cp_b.running, "the control plane survived minutes without DNS"
+            cp_a.start()
+            proxy.resume_answering()
+            time.sleep(6)                       # a little load after the outage too
+        for tag, gw, load in (("cp-down", gw_a, load_a), ("dns-down", gw_b, load_b)):
+            # Mail was accepted all along: about one per interval, during the outage too.
+            in_outage = [a for a in load.acknowledged if outage_start <= a[0] <= outage_end]
+            assert len(in_outage) >= OUTAGE_S / load.interval * 0.8, (tag, len(in_outage), load.refused)
+            # Unexpired policies kept working: some mail accepted during the outage went out during it.
+            early = {qid for t, qid, _ in in_outage if t < outage_start + POLICY_TTL_S - 10}
+            assert early & set(during[tag]), f"{tag}: nothing accepted in the outage's first seconds was delivered in it"
+            # After expiry, mail waited instead of going out unverified. The last policy compiled
+            # before the outage lives POLICY_TTL_S; without DNS, one more may be compiled from the
+            # resolver's cache (its answers live POLICY_TTL_S too), hence two lifetimes at most.
+            late = [qid for t, qid, d in in_outage if t > outage_start + 2 * POLICY_TTL_S + 10 and d.startswith("dane-")]
+            assert late and not set(late) & set(during[tag]), f"{tag}: mail accepted after the policies expired went out"
+            for qid in late:
+                line = re.search(rf"event=message.deferred .*qid={qid} .*", deferred_text[tag])
+                assert line and reason[tag] in line.group(0), (tag, qid, line and line.group(0))
+            # Everything acknowledged is delivered once the outage ends; DANE destinations only verified.
+            for _, qid, _ in load.acknowledged:
+                util.wait_until(lambda: qid in _deliveries(gw), 90, message=f"{tag}: delivery of {qid}")
+            _check_never_downgraded(gw, tag)
+        assert cp_b.running and cp_b.proc.poll() is None
+    finally:
+        proxy.stop()

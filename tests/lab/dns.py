@@ -461,6 +461,7 @@ class DnsProxy:
     tlsa-timeout.test   TLSA queries are dropped
     flaky.test          forwarded, unless stop_answering() was called (then dropped until
                         resume_answering())
+    every zone          dropped after stop_answering(every_zone=True), until resume_answering()
     mangled.test        by name (X.mangled.test or _25._tcp.X.mangled.test, any type):
         truncated     reply cut in the middle of the answer section, TC clear, counts unchanged
         wrongclass    class of the answer RRs (authority RRs if there is no answer) set to CH (3)
@@ -480,6 +481,7 @@ class DnsProxy:
         self.backend_port = backend_port
         self.timeout = timeout
         self._answering = True
+        self._dropping_all = False
         self._counts: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -493,12 +495,15 @@ class DnsProxy:
         self.txt_servfail_zones: set[str] = set()
 
     # control ------------------------------------------------------------------------------------
-    def stop_answering(self) -> None:
-        """From now on drop every query for flaky.test."""
+    def stop_answering(self, every_zone: bool = False) -> None:
+        """From now on drop every query for flaky.test (every query at all with every_zone: a DNS
+        server that is down)."""
         self._answering = False
+        self._dropping_all = every_zone
 
     def resume_answering(self) -> None:
         self._answering = True
+        self._dropping_all = False
 
     @property
     def answering(self) -> bool:
@@ -651,6 +656,8 @@ class DnsProxy:
         name = normalize_name(q.qname)
         with self._lock:
             self._counts[(name, q.qtype)] += 1
+        if self._dropping_all:
+            return None
         if (q.qtype == TYPES["TXT"] and name.startswith("_mta-sts.")
                 and _zone_of(name, self.txt_servfail_zones)):
             return servfail_reply(data, q)

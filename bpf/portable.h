@@ -20,10 +20,10 @@
 /* A 16-bit field after bpf_ntohs() is bounded again by an AND the compiler cannot drop: the verifier
  * of older kernels (Debian 12's 6.1, the appliance's) does not track bounds through a byte swap, and
  * rejects "pkt pointer + unbounded scalar" otherwise. */
-#define MXEDGE_BOUND16(x)                     \
-	do {                                  \
-		asm volatile("" : "+r"(x));   \
-		(x) &= 0xffff;                \
+#define MXEDGE_BOUND16(x)        \
+	do {                     \
+		MXEDGE_OPAQUE(x); \
+		(x) &= 0xffff;   \
 	} while (0)
 #else
 #define MXEDGE_BOUND16(x) ((void)0)

@@ -296,8 +296,7 @@ int main(int argc, char** argv) {
   event* hup = evsignal_new(base, SIGHUP, on_hup, &hup_ctx);
   event_add(hup, nullptr);
   Timer watchdog;
-  if (notifier.watchdog_usec() > 0) {
-    const int64_t tick_ms = std::max<int64_t>(notifier.watchdog_usec() / 2000, 10);
+  if (const int64_t tick_ms = notifier.watchdog_ping_ms(); tick_ms > 0) {
     log::info("service.watchdog").kv("interval_ms", tick_ms * 2);
     watchdog.start(base, tick_ms, [&notifier] {
       std::string why;

@@ -454,7 +454,7 @@ int main(int argc, char** argv) {
   // The watchdog: each tick posts a no-op to every worker's event loop, and WATCHDOG=1 goes out only
   // when every worker ran the previous tick's post, so a worker stuck in a loop (not just a live main
   // thread) gets the service restarted by WatchdogSec=.
-  const int64_t tick_ms = notifier.watchdog_usec() > 0 ? std::max<int64_t>(notifier.watchdog_usec() / 2000, 10) : 0;
+  const int64_t tick_ms = notifier.watchdog_ping_ms();
   std::vector<std::shared_ptr<std::atomic<uint64_t>>> answered;
   for (size_t i = 0; i < workers.size(); ++i) answered.push_back(std::make_shared<std::atomic<uint64_t>>(0));
   uint64_t ticks = 0;

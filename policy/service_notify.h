@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -29,6 +30,8 @@ class ServiceNotifier {
   // The interval the manager expects WATCHDOG=1 within, in microseconds; 0 when there is no watchdog
   // for this process. Send at half of it.
   int64_t watchdog_usec() const { return watchdog_usec_; }
+  // How often to send WATCHDOG=1: half the interval (at least 10 ms); 0 without a watchdog.
+  int64_t watchdog_ping_ms() const { return watchdog_usec_ > 0 ? std::max<int64_t>(watchdog_usec_ / 2000, 10) : 0; }
 
   // Sends `state` (newline-separated KEY=VALUE assignments) as one datagram. False with *error set
   // when the socket cannot be reached (the daemon logs it and goes on: the manager's timeouts decide).

@@ -72,7 +72,6 @@ void Relay::kick() {
   while (!ready_.empty() && connections_.size() < std::min<size_t>(limit, ready_.size()) && loop_.now_ms() >= hop_retry_at_) {
     connections_.push_back(std::make_unique<RelayConnection>(*this));
     connections_.back()->start();
-    limit = hop_failures_ > 0 ? 1 : runtime_->relay.connections_per_worker;
   }
 }
 

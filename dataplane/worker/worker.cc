@@ -212,10 +212,8 @@ void Worker::accept_ready(size_t li) {
     socklen_t len = sizeof ss;
     int fd = ::accept4(listen_fds_[li], reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) {
-        if (refuse_without_descriptors(li)) continue;  // told one client to come back later
-        return;                                         // accepting is paused for a moment
-      }
+      // Out of descriptors: one client told to come back later (go on), or accepting paused.
+      if ((errno == EMFILE || errno == ENFILE) && refuse_without_descriptors(li)) continue;
       return;
     }
     // SMTP is request/response in small writes: without TCP_NODELAY a reply written after TLS session
@@ -238,13 +236,8 @@ void Worker::accept_ready(size_t li) {
                                                [&](const xdp::IpPrefix& n) { return n.contains(*host); });
       if (!allowed) {
         stats::bump(counters_.connections_refused_source);
-        if (!lr.policy->implicit_tls) {
-          const std::string reply = "554 5.7.1 " + runtime_->config.hostname() + " " + peer.ip_text() +
-                                    " may not submit outbound mail here\r\n";
-          ssize_t n = ::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-          (void)n;
-        }
-        ::close(fd);
+        refuse_connection(fd, lr, "554 5.7.1 " + runtime_->config.hostname() + " " + peer.ip_text() +
+                                      " may not submit outbound mail here");
         log::warning("session.refused").kv("worker", index_).kv("listener", lr.config.name()).kv("peer", peer.to_string())
             .kv("reason", "not in allowed_networks");
         continue;
@@ -254,15 +247,9 @@ void Worker::accept_ready(size_t li) {
     if (verdict != ConnectionLimits::Verdict::kOk) {
       stats::bump(verdict == ConnectionLimits::Verdict::kTooManyFromSource ? counters_.connections_refused_source
                                                                             : counters_.connections_refused_total);
-      std::string reply = verdict == ConnectionLimits::Verdict::kTooManyFromSource
-                              ? "421 4.7.0 " + runtime_->config.hostname() + " Error: too many connections from " + peer.ip_text() + "\r\n"
-                              : "421 4.3.2 " + runtime_->config.hostname() + " Service busy, try again later\r\n";
-      // On an implicit-TLS port a plaintext reply would be noise: just close.
-      if (!lr.policy->implicit_tls) {
-        ssize_t n = ::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)n;
-      }
-      ::close(fd);
+      refuse_connection(fd, lr, verdict == ConnectionLimits::Verdict::kTooManyFromSource
+                                    ? "421 4.7.0 " + runtime_->config.hostname() + " Error: too many connections from " + peer.ip_text()
+                                    : busy_reply());
       log::info("session.refused").kv("worker", index_).kv("listener", lr.config.name()).kv("peer", peer.to_string())
           .kv("reason", verdict == ConnectionLimits::Verdict::kTooManyFromSource ? "too many connections from source" : "too many sessions");
       continue;
@@ -274,6 +261,19 @@ void Worker::accept_ready(size_t li) {
     stats::set(counters_.sessions_active, connections_.size());
     raw->start();
   }
+}
+
+std::string Worker::busy_reply() const { return "421 4.3.2 " + runtime_->config.hostname() + " Service busy, try again later"; }
+
+// A connection refused before its session starts: the reply (without CRLF) once, without waiting,
+// then closed. On an implicit-TLS port a plaintext reply would be noise: it is just closed.
+void Worker::refuse_connection(int fd, const ListenerRuntime& listener, const std::string& reply) {
+  if (!listener.policy->implicit_tls) {
+    const std::string line = reply + "\r\n";
+    ssize_t n = ::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n;
+  }
+  ::close(fd);
 }
 
 // Out of file descriptors (EMFILE/ENFILE): the listening socket stays readable, so a level-triggered
@@ -288,12 +288,7 @@ bool Worker::refuse_without_descriptors(size_t li) {
     spare_fd_ = -1;
     int fd = ::accept4(listen_fds_[li], nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      if (!runtime_->listeners[li].policy->implicit_tls) {
-        const std::string reply = "421 4.3.2 " + runtime_->config.hostname() + " Service busy, try again later\r\n";
-        ssize_t n = ::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)n;
-      }
-      ::close(fd);
+      refuse_connection(fd, runtime_->listeners[li], busy_reply());
       stats::bump(counters_.connections_refused_total);
       ++fd_refused_;
       refused = true;

@@ -87,6 +87,8 @@ class Worker final : public smtp::SessionHost {
   void run();
   void accept_ready(size_t listener_index);
   bool refuse_without_descriptors(size_t listener_index);
+  void refuse_connection(int fd, const ListenerRuntime& listener, const std::string& reply);
+  std::string busy_reply() const;  // 421 4.3.2 ... Service busy
   void end_of_turn();
   void begin_stop(int64_t grace_ms);
   void tlsrpt_intake();

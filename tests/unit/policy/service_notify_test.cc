@@ -121,5 +121,11 @@ TEST(ServiceNotifier, OutsideAServiceManagerEverythingIsANoOp) {
   EXPECT_TRUE(n.watchdog());
 }
 
+TEST(ServiceNotifier, PingsAtHalfTheWatchdogIntervalAndNeverMoreOftenThanEvery10Ms) {
+  EXPECT_EQ(ServiceNotifier("/run/x", 30'000'000).watchdog_ping_ms(), 15'000);  // WatchdogSec=30s
+  EXPECT_EQ(ServiceNotifier("/run/x", 5'000).watchdog_ping_ms(), 10);
+  EXPECT_EQ(ServiceNotifier("/run/x", 0).watchdog_ping_ms(), 0);
+}
+
 }  // namespace
 }  // namespace mxedge::service

@@ -66,7 +66,11 @@ DestinationPolicy compile(const config::v1::Connector& connector, std::string_vi
   p.dane_mode = mode_of(connector.dane_mode());
   p.sts_mode = mode_of(connector.mta_sts_mode());
   p.dnssec = std::string(resolver::to_string(dest.mx_security));
-  p.expires_at = now + (dest.ttl > 0 ? dest.ttl : 60);
+  // A policy lives no longer than the DNS data it was made from. ttl 0 is data that expires now (a
+  // recompilation at expiry can meet records in their last milliseconds): the policy table gives such
+  // a policy one second, after which it is made again from fresh answers. It used to get 60 s here,
+  // which kept DANE and MX data a minute past its TTL (seen with DNS down: a policy outlived its data).
+  p.expires_at = now + dest.ttl;
 
   // What MTA-STS says (RFC 8461).
   const mta_sts::StsResult* sts = p.sts_mode == ConnectorMode::kNone ? nullptr : sts_in.result;

@@ -93,6 +93,14 @@ policy::DestinationPolicy run(const v1::Connector& c, const DestinationResult& d
 
 // ---- DANE opportunistic (the default) ----
 
+TEST(PolicyCompiler, APolicyNeverOutlivesTheDnsDataItWasMadeFrom) {
+  auto d = dest({host("mx1.example.test", 10, Security::kSecure, TlsaState::kUsable, {record(3, 1, 1)})});
+  d.ttl = 0;  // the records expire now
+  EXPECT_EQ(run(connector(kOpp, kOpp), d).expires_at, kNow);
+  d.ttl = 7;
+  EXPECT_EQ(run(connector(kOpp, kOpp), d).expires_at, kNow + 7);
+}
+
 TEST(PolicyCompiler, UsableTlsaRequiresDaneWithOnlyTheUsableRecords) {
   auto d = dest({host("mx1.example.test", 10, Security::kSecure, TlsaState::kUsable, {record(3, 1, 1), record(1, 1, 1), record(3, 1, 1, 20)})});
   auto p = run(connector(kOpp, kOpp), d);

@@ -66,40 +66,31 @@ constexpr uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
 #error "restrict_thread_syscalls: add this architecture's AUDIT_ARCH"
 #endif
 
-struct Denied {
-  long nr;
-  const char* name;
-};
-
-#define MXEDGE_DENY(call) Denied{__NR_##call, #call}
-
 // What a worker never does (privileges.h). clone and clone3 are handled apart.
-const std::vector<Denied>& denied() {
-  static const std::vector<Denied> list = {
-      MXEDGE_DENY(execve), MXEDGE_DENY(execveat),
+const std::vector<long>& denied() {
+  static const std::vector<long> list = {
+      __NR_execve, __NR_execveat,
 #ifdef __NR_fork
-      MXEDGE_DENY(fork), MXEDGE_DENY(vfork),
+      __NR_fork, __NR_vfork,
 #endif
-      MXEDGE_DENY(ptrace), MXEDGE_DENY(process_vm_readv), MXEDGE_DENY(process_vm_writev), MXEDGE_DENY(pidfd_getfd),
-      MXEDGE_DENY(kcmp), MXEDGE_DENY(bpf), MXEDGE_DENY(perf_event_open), MXEDGE_DENY(userfaultfd),
-      MXEDGE_DENY(mount), MXEDGE_DENY(umount2), MXEDGE_DENY(pivot_root), MXEDGE_DENY(chroot), MXEDGE_DENY(setns),
-      MXEDGE_DENY(unshare), MXEDGE_DENY(fsopen), MXEDGE_DENY(fsconfig), MXEDGE_DENY(fsmount), MXEDGE_DENY(fspick),
-      MXEDGE_DENY(move_mount), MXEDGE_DENY(open_tree), MXEDGE_DENY(mount_setattr), MXEDGE_DENY(init_module),
-      MXEDGE_DENY(finit_module), MXEDGE_DENY(delete_module), MXEDGE_DENY(kexec_load), MXEDGE_DENY(kexec_file_load),
-      MXEDGE_DENY(reboot), MXEDGE_DENY(swapon), MXEDGE_DENY(swapoff), MXEDGE_DENY(acct), MXEDGE_DENY(quotactl),
-      MXEDGE_DENY(add_key), MXEDGE_DENY(request_key), MXEDGE_DENY(keyctl), MXEDGE_DENY(io_uring_setup),
-      MXEDGE_DENY(io_uring_enter), MXEDGE_DENY(io_uring_register), MXEDGE_DENY(open_by_handle_at),
-      MXEDGE_DENY(name_to_handle_at), MXEDGE_DENY(settimeofday), MXEDGE_DENY(clock_settime),
-      MXEDGE_DENY(clock_adjtime), MXEDGE_DENY(adjtimex), MXEDGE_DENY(sethostname), MXEDGE_DENY(setdomainname),
-      MXEDGE_DENY(personality), MXEDGE_DENY(syslog), MXEDGE_DENY(vhangup),
+      __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev, __NR_pidfd_getfd,
+      __NR_kcmp, __NR_bpf, __NR_perf_event_open, __NR_userfaultfd,
+      __NR_mount, __NR_umount2, __NR_pivot_root, __NR_chroot, __NR_setns,
+      __NR_unshare, __NR_fsopen, __NR_fsconfig, __NR_fsmount, __NR_fspick,
+      __NR_move_mount, __NR_open_tree, __NR_mount_setattr, __NR_init_module,
+      __NR_finit_module, __NR_delete_module, __NR_kexec_load, __NR_kexec_file_load,
+      __NR_reboot, __NR_swapon, __NR_swapoff, __NR_acct, __NR_quotactl,
+      __NR_add_key, __NR_request_key, __NR_keyctl, __NR_io_uring_setup,
+      __NR_io_uring_enter, __NR_io_uring_register, __NR_open_by_handle_at,
+      __NR_name_to_handle_at, __NR_settimeofday, __NR_clock_settime,
+      __NR_clock_adjtime, __NR_adjtimex, __NR_sethostname, __NR_setdomainname,
+      __NR_personality, __NR_syslog, __NR_vhangup,
 #ifdef __NR_iopl
-      MXEDGE_DENY(iopl), MXEDGE_DENY(ioperm), MXEDGE_DENY(uselib),
+      __NR_iopl, __NR_ioperm, __NR_uselib,
 #endif
   };
   return list;
 }
-
-#undef MXEDGE_DENY
 
 constexpr uint32_t errno_action(int err) { return SECCOMP_RET_ERRNO | (static_cast<uint32_t>(err) & SECCOMP_RET_DATA); }
 
@@ -121,9 +112,9 @@ std::vector<sock_filter> thread_filter() {
   f.push_back(jump(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1));
   f.push_back(statement(BPF_RET | BPF_K, errno_action(EPERM)));
 #endif
-  for (const Denied& d : denied()) {
-    if (kSandboxLetsLeakCheckerRun && d.nr == __NR_ptrace) continue;
-    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(d.nr), 0, 1));
+  for (long nr : denied()) {
+    if (kSandboxLetsLeakCheckerRun && nr == __NR_ptrace) continue;
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1));
     f.push_back(statement(BPF_RET | BPF_K, errno_action(EPERM)));
   }
   // clone3 passes its flags in memory a filter cannot read: ENOSYS makes the C library use clone.
@@ -157,17 +148,6 @@ bool restrict_thread_syscalls(std::string* error) {
     return false;
   }
   return true;
-}
-
-const std::vector<const char*>& restricted_syscall_names() {
-  static const std::vector<const char*> names = [] {
-    std::vector<const char*> n;
-    for (const Denied& d : denied()) n.push_back(d.name);
-    n.push_back("clone3");
-    n.push_back("clone (without CLONE_THREAD)");
-    return n;
-  }();
-  return names;
 }
 
 bool drop_capabilities_except(const std::vector<int>& keep, std::string* error) {

@@ -47,9 +47,6 @@ inline constexpr bool kSandboxLetsLeakCheckerRun = false;
 inline constexpr bool kSandboxLetsLeakCheckerRun = false;
 #endif
 
-// The list above, by name, for logs and documentation.
-const std::vector<const char*>& restricted_syscall_names();
-
 // `keep`: capability numbers (CAP_BPF, ...) to keep if the process has them. False with *error set
 // when the kernel refuses (the daemon then stops: it would run with more than it should).
 bool drop_capabilities_except(const std::vector<int>& keep, std::string* error);

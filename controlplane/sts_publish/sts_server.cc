@@ -140,9 +140,10 @@ std::unique_ptr<StsPublishServer> StsPublishServer::bind(const config::v1::Confi
     return nullptr;
   }
   self->port_ = addr->port();
-  self->listen_ = addr->to_string();
-  self->mode_ = policy::to_string(publish_mode(pc.mode()));
-  self->ndomains_ = config.accepted_domains_size();
+  // Listening from here on: connections wait in the backlog until serve() starts the thread.
+  log::info("mta_sts.publish.started").kv("listen", addr->to_string()).kv("domains", static_cast<int64_t>(config.accepted_domains_size()))
+      .kv("mode", policy::to_string(publish_mode(pc.mode())))
+      .kv("id", self->state()->id);
   return self;
 }
 
@@ -152,8 +153,6 @@ void StsPublishServer::serve() {
     pthread_setname_np(pthread_self(), "mxedge-mtasts");
     server_->listen_after_bind();
   });
-  log::info("mta_sts.publish.started").kv("listen", listen_).kv("domains", static_cast<int64_t>(ndomains_))
-      .kv("mode", mode_).kv("id", state()->id);
 }
 
 StsPublishServer::~StsPublishServer() {

@@ -59,8 +59,6 @@ class StsPublishServer {
   std::shared_ptr<const State> state_;
   std::thread thread_;
   uint16_t port_ = 0;
-  std::string listen_, mode_;  // for the started line
-  int ndomains_ = 0;
 };
 
 }  // namespace mxedge::sts_publish

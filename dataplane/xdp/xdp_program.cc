@@ -163,8 +163,7 @@ Status XdpProgram::adopt_pinned_link(const std::string& ifname, unsigned ifindex
   }
   if (stale.empty()) {
     if (bpf_link_update(fd, prog_fd(), nullptr) == 0) {
-      attachments_.push_back({ifname, ifindex, native});
-      links_.push_back({ifname, fd});
+      links_.push_back({{ifname, ifindex, native}, fd});
       log::info("xdp.attached").kv("ifname", ifname).kv("mode", native ? "native" : "generic").kv("link", path)
           .kv("detail", "replaced the previous run's program in its pinned link");
       *adopted = true;
@@ -182,8 +181,8 @@ Status XdpProgram::adopt_pinned_link(const std::string& ifname, unsigned ifindex
 Status XdpProgram::attach(std::string_view ifname_view, AttachMode mode) {
   std::string ifname(ifname_view);
   if (auto s = require_loaded("attach"); !s.ok()) return s;
-  for (const auto& a : attachments_) {
-    if (a.ifname == ifname) return Status();
+  for (const auto& l : links_) {
+    if (l.attachment.ifname == ifname) return Status();
   }
   unsigned ifindex = if_nametoindex(ifname.c_str());
   if (ifindex == 0) return Status::error(errno, "if_nametoindex(" + ifname + ")");
@@ -235,8 +234,7 @@ Status XdpProgram::attach(std::string_view ifname_view, AttachMode mode) {
     fd = create(XDP_FLAGS_SKB_MODE);
     if (fd < 0) return Status::error(fd, "attach XDP to " + ifname + " (generic)");
   }
-  attachments_.push_back({ifname, ifindex, native});
-  links_.push_back({ifname, fd});
+  links_.push_back({{ifname, ifindex, native}, fd});
   // Pinned, the attachment outlives a crash (blocklists and flood limits keep applying while the
   // service restarts), and the next start replaces the program in it.
   const std::string path = link_pin_path(ifname);
@@ -252,15 +250,11 @@ Status XdpProgram::attach(std::string_view ifname_view, AttachMode mode) {
 }
 
 Status XdpProgram::detach(std::string_view ifname) {
-  auto it =
-      std::find_if(attachments_.begin(), attachments_.end(), [&](const Attachment& a) { return a.ifname == ifname; });
-  if (it == attachments_.end()) return Status::error(ENOENT, "detach: not attached to " + std::string(ifname));
-  Attachment a = *it;
-  attachments_.erase(it);
-  auto link = std::find_if(links_.begin(), links_.end(), [&](const Link& l) { return l.ifname == ifname; });
-  if (link == links_.end()) return Status::error(ENOENT, "detach: no link for " + a.ifname);
-  const int fd = link->fd;
-  links_.erase(link);
+  auto it = std::find_if(links_.begin(), links_.end(), [&](const Link& l) { return l.attachment.ifname == ifname; });
+  if (it == links_.end()) return Status::error(ENOENT, "detach: not attached to " + std::string(ifname));
+  const Attachment a = it->attachment;
+  const int fd = it->fd;
+  links_.erase(it);
   // Unpinned first, so that a detach that fails half way does not leave a pin for the next start.
   const std::string path = link_pin_path(a.ifname);
   if (!path.empty() && unlink(path.c_str()) != 0 && errno != ENOENT) {
@@ -274,10 +268,16 @@ Status XdpProgram::detach(std::string_view ifname) {
   return Status();
 }
 
+std::vector<Attachment> XdpProgram::attachments() const {
+  std::vector<Attachment> out;
+  for (const auto& l : links_) out.push_back(l.attachment);
+  return out;
+}
+
 Status XdpProgram::detach_all() {
   Status first;
-  while (!attachments_.empty()) {
-    Status s = detach(attachments_.back().ifname);
+  while (!links_.empty()) {
+    Status s = detach(links_.back().attachment.ifname);
     if (!s.ok() && first.ok()) first = s;
   }
   return first;

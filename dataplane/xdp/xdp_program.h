@@ -82,7 +82,7 @@ class XdpProgram : public FastPath {
   // The data-plane API (apply, add_prefix, set_workers, ...) is FastPath's; each call needs load().
   Status read_counters(XdpCounters* out) const override;
   Status reset_counters() override;
-  std::vector<Attachment> attachments() const override { return attachments_; }
+  std::vector<Attachment> attachments() const override;
 
   int prog_fd() const;
   // A map by its name in bpf/maps.h, for tests, benchmarks and diagnostics; -1 when unknown.
@@ -112,12 +112,11 @@ class XdpProgram : public FastPath {
   mxedge_xdp_smtp* skel_ = nullptr;
   XdpProgramOptions options_;
   bool loaded_ = false;
-  std::vector<Attachment> attachments_;
   struct Link {
-    std::string ifname;
-    int fd;
+    Attachment attachment;
+    int fd;  // the BPF link holding the program on attachment.ifname
   };
-  std::vector<Link> links_;  // one BPF link per attachment
+  std::vector<Link> links_;
 };
 
 }  // namespace mxedge::xdp

@@ -14,9 +14,8 @@ import shutil
 import signal
 import socket
 import ssl
-import stat
 
-from lab import controlplane as cp_mod, gateway as gateway_mod, smtp_client
+from lab import controlplane as cp_mod, gateway as gateway_mod, smtp_client, util
 
 # The unit's set but CAP_SYS_RESOURCE, which the sandboxes these tests run in may not have at all.
 UNIT_CAPS = "+net_bind_service,+net_admin,+bpf,+perfmon,+ipc_lock"
@@ -47,20 +46,6 @@ def _threads(pid: int) -> dict[str, dict[str, str]]:
     return out
 
 
-def _as_nobody(tmp_path, binary: str, caps: str) -> str:
-    """A wrapper that runs `binary` as nobody:nogroup with `caps` ambient (as systemd's User= and
-    AmbientCapabilities= would)."""
-    nobody = pwd.getpwnam("nobody")
-    nogroup = grp.getgrnam("nogroup")
-    wrapper = tmp_path / f"as-nobody-{os.path.basename(binary)}.sh"
-    caps_opts = f"--inh-caps={caps} --ambient-caps={caps} " if caps else ""
-    wrapper.write_text("#!/bin/sh\n"
-                       f"exec setpriv --reuid={nobody.pw_uid} --regid={nogroup.gr_gid} --clear-groups "
-                       f"{caps_opts}{binary} \"$@\"\n")
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return str(wrapper)
-
-
 def _give_to_nobody(top: str) -> None:
     nobody = pwd.getpwnam("nobody")
     nogroup = grp.getgrnam("nogroup")
@@ -83,7 +68,7 @@ def _free_privileged_port() -> int:
 
 def test_service_user_keeps_no_capability_without_a_fast_path(gateway_factory, smtp_sink, session, tmp_path):
     nobody = pwd.getpwnam("nobody")
-    gw = gateway_factory(smtp_sink.port, start=False, binary=_as_nobody(tmp_path, gateway_mod.binary_path(), UNIT_CAPS))
+    gw = gateway_factory(smtp_sink.port, start=False, binary=util.as_service_user(tmp_path, gateway_mod.binary_path(), UNIT_CAPS))
     gw.write_config()
     _give_to_nobody(gw.workdir)  # the service user owns its spool and sockets
     gw.start()
@@ -150,7 +135,7 @@ def _control_plane_as_nobody(dns_lab, lab_pki, lab_root, tmp_path, caps: str, na
                             "certificates": [{"cert_file": os.path.join(keys, "publish.pem"),
                                               "key_file": os.path.join(keys, "publish.key")}]}})
     plane.publish_port = port
-    plane.binary = _as_nobody(tmp_path, cp_mod.binary_path(), caps)
+    plane.binary = util.as_service_user(tmp_path, cp_mod.binary_path(), caps)
     plane.write_config()
     _give_to_nobody(plane.workdir)
     return plane

@@ -28,7 +28,7 @@ def veth_lab():
         yield lab
 
 
-def start_gateway(lab, extra: str = "", xdp: str = ""):
+def start_gateway(lab, extra: str = "", xdp: str = "", binary: str | None = None):
     """An smtp-sink next hop and mxedge-dataplane in the gateway namespace, XDP native on its veth."""
     lab.start_in(lab.ns_gw, ["/usr/sbin/smtp-sink", "-u", "nobody", "127.0.0.1:2600", "64"], "sink")
     return lab.start_gateway(f"""hostname: mx.lab.test
@@ -45,7 +45,7 @@ xdp:
   pin_dir: {lab.bpffs}/mxedge
   smtp_ports: [{PORT}]
 {xdp}
-""")
+""", binary=binary)
 
 
 def test_xdp_steers_sessions_and_drops_blocklisted_sources(veth_lab):
@@ -174,56 +174,49 @@ def test_as_a_service_user_xdp_survives_a_crash_and_a_restart_takes_over_its_lin
     import grp
     import signal
 
+    from lab import util
+
     lab = veth_lab
     nobody, nogroup = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
-    caps = "+net_bind_service,+net_admin,+bpf,+perfmon,+ipc_lock"
-    wrapper = tmp_path / "dataplane-as-nobody.sh"
-    wrapper.write_text("#!/bin/sh\n"
-                       f"exec setpriv --reuid={nobody.pw_uid} --regid={nogroup.gr_gid} --clear-groups "
-                       f"--inh-caps={caps} --ambient-caps={caps} {gateway_mod.binary_path()} \"$@\"\n")
-    wrapper.chmod(0o755)
+    wrapper = util.as_service_user(tmp_path, gateway_mod.binary_path(), "+net_bind_service,+net_admin,+bpf,+perfmon,+ipc_lock")
     os.chmod(tmp_path, 0o755)
     for d in (lab.work, os.path.join(lab.work, "spool"), os.path.join(lab.bpffs, "mxedge")):
         os.makedirs(d, exist_ok=True)
         os.chown(d, nobody.pw_uid, nogroup.gr_gid)
-    real_binary = gateway_mod.binary_path
-    gateway_mod.binary_path = lambda: str(wrapper)
-    try:
-        gw, log_path = start_gateway(lab, xdp=f"""  blocklist: ["{BLOCKED_IP}/32"]""")
-        pin = os.path.join(lab.bpffs, "mxedge", f"link_xdp_{lab.v_gw}")
-        text = open(log_path).read()
-        assert re.search(rf"event=xdp\.attached ifname={lab.v_gw} mode=native link={re.escape(pin)}", text), text
-        assert "event=privileges.dropped effective=cap_bpf\n" in text, text
-        first = _xdp_prog_id(lab)
-        assert first is not None and os.path.exists(pin)
+    blocklist = f"""  blocklist: ["{BLOCKED_IP}/32"]"""
+    gw, log_path = start_gateway(lab, xdp=blocklist, binary=wrapper)
+    pin = os.path.join(lab.bpffs, "mxedge", f"link_xdp_{lab.v_gw}")
+    text = open(log_path).read()
+    assert re.search(rf"event=xdp\.attached ifname={lab.v_gw} mode=native link={re.escape(pin)}", text), text
+    assert "event=privileges.dropped effective=cap_bpf\n" in text, text
+    first = _xdp_prog_id(lab)
+    assert first is not None and os.path.exists(pin)
 
-        def session_from(source, mid):
-            return netns.sh("ip", "netns", "exec", lab.ns_peer, "swaks", "--server", f"{GW_IP}:{PORT}",
-                            "--local-interface", source, "--from", "a@peer.example", "--to", "u@lab.test",
-                            "--header", f"Message-Id: <{mid}@peer.example>", "--timeout", "5", check=False)
+    def session_from(source, mid):
+        return netns.sh("ip", "netns", "exec", lab.ns_peer, "swaks", "--server", f"{GW_IP}:{PORT}",
+                        "--local-interface", source, "--from", "a@peer.example", "--to", "u@lab.test",
+                        "--header", f"Message-Id: <{mid}@peer.example>", "--timeout", "5", check=False)
 
-        assert "queued as" in session_from(PEER_IP, "nobody-1").stdout
+    assert "queued as" in session_from(PEER_IP, "nobody-1").stdout
 
-        os.killpg(gw.pid, signal.SIGKILL)
-        gw.wait(timeout=10)
-        assert _xdp_prog_id(lab) == first, "the program stays attached after a crash"
-        assert os.path.exists(pin)
+    os.killpg(gw.pid, signal.SIGKILL)
+    gw.wait(timeout=10)
+    assert _xdp_prog_id(lab) == first, "the program stays attached after a crash"
+    assert os.path.exists(pin)
 
-        gw, log_path = start_gateway(lab, xdp=f"""  blocklist: ["{BLOCKED_IP}/32"]""")  # a new log
-        text = open(log_path).read()
-        assert re.search(r"event=xdp\.attached .*mode=native .*detail=\"replaced the previous run's program in its "
-                         r"pinned link\"", text), text
-        second = _xdp_prog_id(lab)
-        assert second is not None and second != first
-        assert "queued as" in session_from(PEER_IP, "nobody-2").stdout
-        blocked = session_from(BLOCKED_IP, "nobody-blocked")
-        assert blocked.returncode != 0 and "queued as" not in blocked.stdout
+    gw, log_path = start_gateway(lab, xdp=blocklist, binary=wrapper)  # a new log
+    text = open(log_path).read()
+    assert re.search(r"event=xdp\.attached .*mode=native .*detail=\"replaced the previous run's program in its "
+                     r"pinned link\"", text), text
+    second = _xdp_prog_id(lab)
+    assert second is not None and second != first
+    assert "queued as" in session_from(PEER_IP, "nobody-2").stdout
+    blocked = session_from(BLOCKED_IP, "nobody-blocked")
+    assert blocked.returncode != 0 and "queued as" not in blocked.stdout
 
-        gw.send_signal(signal.SIGTERM)
-        assert gw.wait(timeout=20) == 0
-        text = open(log_path).read()
-        assert f"event=xdp.detached ifname={lab.v_gw} mode=native" in text, text
-        assert _xdp_prog_id(lab) is None, "detached with CAP_BPF alone"
-        assert not os.path.exists(pin)
-    finally:
-        gateway_mod.binary_path = real_binary
+    gw.send_signal(signal.SIGTERM)
+    assert gw.wait(timeout=20) == 0
+    text = open(log_path).read()
+    assert f"event=xdp.detached ifname={lab.v_gw} mode=native" in text, text
+    assert _xdp_prog_id(lab) is None, "detached with CAP_BPF alone"
+    assert not os.path.exists(pin)

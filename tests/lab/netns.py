@@ -119,8 +119,10 @@ class VethLab:
         self.procs.append(p)
         return p
 
-    def start_gateway(self, config_text: str, timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
-        """mxedge-dataplane inside ns_gw with config_text; returns once it logged dataplane.ready."""
+    def start_gateway(self, config_text: str, timeout: float = 20.0,
+                      binary: str | None = None) -> tuple[subprocess.Popen, str]:
+        """mxedge-dataplane (or `binary`, a wrapper that runs it) inside ns_gw with config_text;
+        returns once it logged dataplane.ready."""
         cfg = os.path.join(self.work, "mxedge.yaml")
         if "\nmanagement:" not in "\n" + config_text:
             # Per-lab management sockets, so no test touches /run/mxedge.
@@ -130,7 +132,7 @@ class VethLab:
         with open(cfg, "w") as f:
             f.write(config_text)
         log_path = os.path.join(self.work, "gw.log")
-        gw = self.start_in(self.ns_gw, [gateway_mod.binary_path(), "-c", cfg], "gw")
+        gw = self.start_in(self.ns_gw, [binary or gateway_mod.binary_path(), "-c", cfg], "gw")
         deadline = time.time() + timeout
         while "event=dataplane.ready" not in open(log_path).read():
             assert gw.poll() is None, f"gateway exited {gw.returncode}:\n{open(log_path).read()}"

@@ -239,6 +239,21 @@ class ManagedProcess:
         return rc
 
 
+def as_service_user(directory, binary: str, caps: str, user: str = "nobody", group: str = "nogroup") -> str:
+    """A wrapper script in `directory` that runs `binary` (with its arguments) as user:group with
+    `caps` ("+bpf,+net_admin", or "" for none) as ambient capabilities, as systemd's User= and
+    AmbientCapabilities= would. Returns its path."""
+    import grp
+    import pwd
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    wrapper = os.path.join(str(directory), f"as-{user}-{os.path.basename(binary)}.sh")
+    caps_opts = f"--inh-caps={caps} --ambient-caps={caps} " if caps else ""
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec setpriv --reuid={uid} --regid={gid} --clear-groups {caps_opts}{binary} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    return wrapper
+
+
 def run(argv: list[str], timeout: float = 60, check: bool = True, input: bytes | None = None,
         env: dict | None = None) -> subprocess.CompletedProcess:
     """subprocess.run with captured output; on failure the exception text carries stdout/stderr."""
